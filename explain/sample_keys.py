@@ -1,0 +1,68 @@
+"""Deterministic per-(latent, context) keys and bounded bottom-k pools used by sampling.
+
+Every random choice in sampling is a function of (seed, purpose, latent, ctx_id) through a
+splitmix64 hash, so results do not depend on chunk order, worker count or library versions, and
+a context's split for a latent is fixed before anything is drawn (explain/score disjoint by
+construction). Bottom-k by hash key is a uniform sample without replacement that can be merged
+chunk by chunk in O(k) memory per group.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+SALT_SPLIT = 1
+SALT_QUANTILE = 2
+SALT_SIMILAR = 3
+SALT_WINDOW = 4
+
+_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, elementwise on uint64 [n] -> uint64 [n] (wrapping arithmetic)."""
+    z = (x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)) & _MASK
+    z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK
+    z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK
+    return z ^ (z >> np.uint64(31))
+
+
+def pair_hash(seed: int, salt: int, latent: np.ndarray, ctx_id: np.ndarray) -> np.ndarray:
+    """uint64 [n] key of each (latent, ctx_id) pair for one (seed, salt) purpose."""
+    base = mix64(np.array([seed * 1_000_003 + salt], dtype=np.uint64))
+    h = mix64(base ^ latent.astype(np.int64).view(np.uint64))
+    return mix64(h ^ ctx_id.astype(np.int64).view(np.uint64))
+
+
+def unit_interval(h: np.ndarray) -> np.ndarray:
+    """uint64 hashes [n] -> floats in [0, 1) [n]."""
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def split_of(seed: int, latent: np.ndarray, ctx_id: np.ndarray, explain_fraction: float) -> np.ndarray:
+    """'explain' or 'score' for each (latent, ctx_id) [n]: the one split that context has for that latent."""
+    explain = unit_interval(pair_hash(seed, SALT_SPLIT, latent, ctx_id)) < explain_fraction
+    return np.where(explain, "explain", "score")
+
+
+def sort_key(h: np.ndarray) -> np.ndarray:
+    """uint64 hashes -> int64 keys with the same order (polars sorts int64 fastest)."""
+    return (h >> np.uint64(1)).astype(np.int64)
+
+
+def keep_bottom_k(frame: pl.DataFrame, by: list[str], order: list[str], k: int,
+                  descending: list[bool] | None = None) -> pl.DataFrame:
+    """Rows with the k smallest `order` values within each `by` group (ties broken by later keys)."""
+    if frame.height == 0:
+        return frame
+    desc = [False] * len(by) + (descending or [False] * len(order))
+    ranked = frame.sort(by + order, descending=desc)
+    return ranked.filter(pl.int_range(pl.len()).over(by) < k)
+
+
+def merge_bottom_k(pool: pl.DataFrame | None, chunk: pl.DataFrame, by: list[str], order: list[str], k: int,
+                   descending: list[bool] | None = None) -> pl.DataFrame:
+    """Merge a chunk's candidates into a bounded pool (at most k rows per `by` group)."""
+    merged = chunk if pool is None else pl.concat([pool, chunk], how="vertical")
+    return keep_bottom_k(merged, by, order, k, descending)

@@ -1,0 +1,57 @@
+"""How many examples of which kind each latent gets, and how they are cut into windows."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, Field
+
+
+class SamplingConfig(BaseModel):
+    """Per-latent example sets. Defaults give N2G and an LLM explainer enough to work with and a
+    score set that covers the activation range plus verified and hard negatives."""
+
+    seed: int = 0
+    """Seed of every draw (split assignment, quantile picks, random and similar negatives)."""
+    window: int = Field(default=32, ge=1)
+    """Tokens per example window (shorter only when the context itself is shorter)."""
+    peak_offset: int = Field(default=24, ge=0)
+    """Index of the peak token inside the window; the tokens before it give n-gram context."""
+    explain_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+    """Share of each latent's contexts assigned to the explain split (the rest go to score)."""
+    explain_top: int = Field(default=20, ge=0)
+    """Explain set: activating contexts with the highest max activation."""
+    explain_quantile: int = Field(default=20, ge=0)
+    """Explain set: further activating contexts spread evenly across the 10 activation deciles."""
+    explain_random: int = Field(default=20, ge=0)
+    """Explain set: random contexts verified to have zero activation for the latent."""
+    explain_similar: int = Field(default=10, ge=0)
+    """Explain set: hard negatives, contexts with the latent's trigger tokens where it never fires."""
+    score_activating: int = Field(default=20, ge=0)
+    """Score set: activating contexts spread evenly across the 10 activation deciles."""
+    score_random: int = Field(default=20, ge=0)
+    """Score set: random contexts verified to have zero activation for the latent."""
+    score_similar: int = Field(default=10, ge=0)
+    """Score set: hard negatives (trigger tokens present, latent silent)."""
+    n_trigger_tokens: int = Field(default=3, ge=1)
+    """Most frequent peak tokens of a latent's top explain contexts that define its hard negatives."""
+    oversample: float = Field(default=2.0, ge=1.0)
+    """Candidates kept per needed example, so enough survive verification and de-duplication."""
+    quantile_pool: int = Field(default=8, ge=1)
+    """Candidates kept per (latent, split, decile); > needed/10 lets full deciles backfill empty ones."""
+    similar_pool: int = Field(default=80, ge=1)
+    """Trigger-token contexts kept per latent before dropping those where the latent fires."""
+    batch_rows: int = Field(default=2_000_000, ge=1)
+    """latent_acts rows per streaming chunk (bounds memory of the activating pass)."""
+    context_chunk: int = Field(default=8192, ge=1)
+    """Contexts per chunk when searching for trigger tokens."""
+
+    def quantile_need(self, split: str) -> int:
+        return self.explain_quantile if split == "explain" else self.score_activating
+
+    def random_draws(self, active_context_fraction: float) -> int:
+        """Random contexts to draw for a latent so both splits fill after dropping active ones."""
+        per_split = max(self.explain_random / self.explain_fraction,
+                        self.score_random / (1.0 - self.explain_fraction))
+        silent = max(1.0 - active_context_fraction, 0.05)
+        return math.ceil(per_split * self.oversample / silent) + 8

@@ -1,0 +1,117 @@
+"""Stages from a trained SAE to per-latent examples: encode the corpus, latent stats, sampling.
+
+The sparse cache (`latent_acts`) of one SAE is written into a staging directory and moved into the
+table in one rename when complete, so a crash mid-way leaves no partial cache that a resume would
+double count; `latent_stats` rows for the SAE mark the cache as finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from flows.config import RunConfig
+from flows.data_stages import DataRef, load_stored_sae, read_contexts
+from flows.store import Store
+
+log = logging.getLogger(__name__)
+
+ENCODE_BATCH_CONTEXTS = 256
+
+
+def _rows_for(store: Store, table: str, sid: str) -> int:
+    if not store.has(table):
+        return 0
+    return store.scan(table).filter(pl.col("sae_id") == sid).select(pl.len()).collect().item()
+
+
+def cache_latents(cfg: RunConfig, data: DataRef, sid: str) -> int:
+    """Encode every context with the SAE; write sparse activations and per-latent stats.
+
+    Returns the number of latents. Memory: one batch of contexts plus the stats accumulator.
+    """
+    from explain.latent_cache import LatentStatsAccumulator, sparse_activation_frame
+    from sae.activation_files import open_activations
+
+    store = Store(cfg.store)
+    sae = load_stored_sae(store, sid, cfg.device)
+    n_latents = sae.cfg.n_latents
+    if _rows_for(store, "latent_stats", sid):
+        log.info("latent cache for %s already complete", sid)
+        return n_latents
+    acts = open_activations(data.activations_path)
+    staging = store.cache_dir("staging") / f"latent_acts-{sid}"
+    shutil.rmtree(staging, ignore_errors=True)  # leftovers of a crashed attempt
+    staging.mkdir(parents=True)
+    accumulator = LatentStatsAccumulator(n_latents)
+    device = next(sae.parameters()).device
+    T = data.ctx_len
+    starts = range(0, data.n_contexts, ENCODE_BATCH_CONTEXTS)
+    for part, start in enumerate(tqdm(starts, desc="encode latents", unit="batch")):
+        stop = min(start + ENCODE_BATCH_CONTEXTS, data.n_contexts)
+        x = torch.from_numpy(np.asarray(acts[start * T: stop * T], dtype=np.float32)).to(device)
+        with torch.no_grad():
+            values, indices = sae.encode(x)
+        B = stop - start
+        frame = sparse_activation_frame(
+            torch.arange(start, stop), values.view(B, T, -1), indices.view(B, T, -1),
+            torch.ones(B, T, dtype=torch.bool),
+        )
+        accumulator.update(frame)
+        frame.with_columns(pl.lit(sid).alias("sae_id")).write_parquet(staging / f"part-{part:06d}.parquet")
+    table_dir = store.table_dir("latent_acts") / sid
+    table_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(table_dir, ignore_errors=True)
+    staging.rename(table_dir)
+    stats = accumulator.finalize(sid, n_tokens=data.n_contexts * T)
+    store.append("latent_stats", stats, part=sid)
+    n_ok = stats.filter(pl.col("status") == "ok").height
+    log.info("%d of %d latents have enough activations to explain", n_ok, n_latents)
+    return n_latents
+
+
+def read_stats(store: Store, sid: str) -> pl.DataFrame:
+    return store.scan("latent_stats").filter(pl.col("sae_id") == sid).sort("latent").collect()
+
+
+def selected_latents(stats: pl.DataFrame, max_latents: int | None) -> list[int]:
+    """Latents to explain: status ok, lowest ids first, at most `max_latents`."""
+    latents = stats.filter(pl.col("status") == "ok")["latent"].to_list()
+    return latents[:max_latents] if max_latents else latents
+
+
+def sample_latent_examples(cfg: RunConfig, data: DataRef, sid: str) -> int:
+    """Draw each latent's explain and score examples (table `examples`); returns the row count."""
+    from explain.sampling import SamplingConfig, sample_examples
+
+    store = Store(cfg.store)
+    existing = _rows_for(store, "examples", sid)
+    if existing:
+        log.info("examples for %s already sampled", sid)
+        return existing
+    stats = read_stats(store, sid)
+    keep = set(selected_latents(stats, cfg.max_latents))
+    stats = stats.with_columns(
+        pl.when(pl.col("latent").is_in(list(keep)) | (pl.col("status") != "ok"))
+        .then(pl.col("status")).otherwise(pl.lit("not_selected")).alias("status")
+    )
+    nonzeros = pl.scan_parquet(str(store.table_dir("latent_acts") / sid / "*.parquet"))
+    contexts = read_contexts(store, data.dataset_id)
+    examples = sample_examples(nonzeros, contexts, stats, SamplingConfig(seed=cfg.seed), sid)
+    store.append("examples", examples, part=sid)
+    return examples.height
+
+
+def load_records(store: Store, sid: str, dataset: str, latents: list[int] | None = None):
+    """LatentRecords of `sid` (optionally only `latents`), ordered by latent."""
+    from explain.records import build_latent_records
+
+    examples = store.scan("examples").filter(pl.col("sae_id") == sid)
+    if latents is not None:
+        examples = examples.filter(pl.col("latent").is_in(latents))
+    return build_latent_records(examples.collect(), read_contexts(store, dataset), read_stats(store, sid))

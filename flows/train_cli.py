@@ -1,0 +1,48 @@
+"""`latent-atlas train-sae`: train a TopK SAE from an activation file and save it (SAELens layout)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SAE_SKIP = ("d_in",)
+TRAIN_SKIP = ("betas", "bf16_autocast", "progress", "batch_size")
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    from flows.cli import add_model_flags
+    from sae.config import SAEConfig, TrainConfig
+
+    parser.add_argument("--activations", required=True,
+                        help="activation file [tokens, d_in]: .npy (memory-mapped), .safetensors or Parquet")
+    parser.add_argument("--out", required=True, help="directory to save the SAE in (SAELens v6 layout)")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=4096,
+                        help="tokens per optimiser step (default: 4096)")
+    add_model_flags(parser, SAEConfig, skip=SAE_SKIP)
+    add_model_flags(parser, TrainConfig, skip=TRAIN_SKIP)
+
+
+def train_sae_command(args: argparse.Namespace) -> int:
+    from flows.cli import config_from_args
+    from sae.activation_files import open_activations, sample_rows, shuffled_batches
+    from sae.config import SAEConfig, TrainConfig
+    from sae.formats import save_sae
+    from sae.train import train_sae
+
+    if args.n_latents is None or args.k is None:
+        raise ValueError("train-sae needs --n-latents and --k")
+    acts = open_activations(args.activations)
+    sae_cfg = config_from_args(SAEConfig, args, d_in=int(acts.shape[1]))
+    train_cfg = config_from_args(TrainConfig, args, batch_size=args.batch_size)
+    batches = shuffled_batches(acts, args.batch_size, train_cfg.tokens, seed=train_cfg.seed)
+    result = train_sae(sae_cfg, train_cfg, batches, sample_rows(acts, 32_768, seed=train_cfg.seed))
+    out = Path(args.out)
+    save_sae(result.sae, out, metadata={"activations": str(Path(args.activations).resolve()),
+                                        "training": dict(result.stats)})
+    stats = ", ".join(f"{k} {v:.4g}" for k, v in result.stats.items() if isinstance(v, int | float))
+    sys.stdout.write(f"saved SAE to {out.resolve()}\n{stats}\n")
+    return 0
