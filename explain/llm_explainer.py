@@ -59,8 +59,8 @@ class LLMExplainer:
 
     name = EXPLAINER_NAME
 
-    def __init__(self, client: LLMClient, config: LLMExplainerConfig | None = None) -> None:
-        self.client = client
+    def __init__(self, client: LLMClient | None, config: LLMExplainerConfig | None = None) -> None:
+        self.client = client  # None: only plan()/messages_for() work (dry-run estimates)
         self.config = config or LLMExplainerConfig()
 
     def messages_for(self, record: LatentRecord) -> list[dict[str, str]] | None:
@@ -72,7 +72,13 @@ class LLMExplainer:
         shown = list(zip([e.tokens for e in activating], activation_levels(activating), strict=True))
         return explain_messages(shown, [e.tokens for e in quiet])
 
+    def plan(self, record: LatentRecord) -> list[tuple[list[dict[str, str]], int]]:
+        """(messages, expected completion tokens) of the request for `record` (dry-run estimate)."""
+        messages = self.messages_for(record)
+        return [] if messages is None else [(messages, min(40, self.config.max_tokens))]
+
     def _row(self, record: LatentRecord, **fields: object) -> Explanation:
+        assert self.client is not None, "this explainer was built without a client (planning only)"
         return Explanation(latent=int(record.latent), explainer=self.name, model=self.client.settings.model,
                            prompt_version=PROMPT_VERSION, **fields)  # type: ignore[arg-type]
 

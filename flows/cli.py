@@ -18,6 +18,9 @@ from flows.store import Store, default_store_root
 
 log = logging.getLogger("latent_atlas")
 
+FLAG_ALIASES = {"scorers": ("--scorer",)}
+"""Extra spellings users reach for (`--scorer simulation,detection`)."""
+
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
 
 
@@ -45,8 +48,10 @@ def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], ski
             continue
         choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
         default = field.default if not isinstance(field.default, list) else ",".join(field.default)
-        parser.add_argument(flag, dest=name, type=base if base in (int, float) else str, choices=choices,
-                            default=None, help=f"{help_text} (default: {default})")
+        suffix = "" if default is None else f" (default: {default})"
+        flags = [flag, *FLAG_ALIASES.get(name, ())]
+        parser.add_argument(*flags, dest=name, type=base if base in (int, float) else str, choices=choices,
+                            default=None, help=help_text + suffix)
 
 
 def config_from_args(model: type[BaseModel], args: argparse.Namespace, **extra) -> BaseModel:
@@ -77,6 +82,9 @@ def _run(args: argparse.Namespace) -> int:
 
     store = args.store or str(default_store_root())
     cfg = config_from_args(RunConfig, args, store=store)
+    from flows.preflight import check_run_config
+
+    check_run_config(cfg)
     if cfg.dry_run:
         from flows.llm_stages import dry_run
 

@@ -11,6 +11,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from flows.report_html import esc
@@ -28,6 +29,16 @@ class TokenText:
 
     seps: list[str]
     texts: list[str]
+    plain: list[str] = field(default_factory=list)
+    """seps[i] + texts[i], precomputed: how an inactive token is shown."""
+
+    def __post_init__(self) -> None:
+        if not self.plain:
+            self.plain = [sep + text for sep, text in zip(self.seps, self.texts, strict=True)]
+
+    def window(self, start: int, n: int) -> TokenText:
+        end = start + n
+        return TokenText(seps=self.seps[start:end], texts=self.texts[start:end], plain=self.plain[start:end])
 
 
 @dataclass
@@ -59,8 +70,8 @@ def load_report_data(store: Store, sae_id: str | None = None) -> ReportData:
         stats={k: rows[-1] for k, rows in _grouped(_read(store, "latent_stats", sae_id)).items()},
         explanations=_grouped(_latest_explanations(_read(store, "explanations", sae_id))),
         scores=_grouped(_latest_scores(_read(store, "scores", sae_id), runs)),
-        examples=_grouped(examples),
-        simulations=_grouped(_read(store, "simulations", sae_id)),
+        examples=_grouped(examples, array_columns=("acts",)),
+        simulations=_grouped(_real_simulations(store, sae_id), array_columns=("true_acts", "sim_acts")),
         runs=_recent_runs(runs),
     )
     data.tokens = _context_tokens(store, examples)
@@ -101,14 +112,39 @@ def _latest_scores(scores: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
     return _dedup(scores, ["sae_id", "latent", "explainer", "scorer"])
 
 
-def _grouped(frame: pl.DataFrame) -> dict[LatentKey, list[dict]]:
-    """Rows as dicts grouped by (sae_id, latent), table order kept; one pass over the frame."""
-    groups: dict[LatentKey, list[dict]] = defaultdict(list)
+def _real_simulations(store: Store, sae_id: str | None) -> pl.DataFrame:
+    """Simulations of real explainers only: the pages never show a random baseline's simulation."""
+    frame = _read(store, "simulations", sae_id)
+    if frame.height == 0 or "explainer" not in frame.columns:
+        return frame
+    return frame.filter(~pl.col("explainer").str.ends_with(RANDOM_SUFFIX))
+
+
+def _grouped(frame: pl.DataFrame, array_columns: tuple[str, ...] = ()) -> dict[LatentKey, list[dict]]:
+    """Rows as dicts grouped by (sae_id, latent), table order kept; one pass over the frame.
+
+    `array_columns` (list[float] columns) come back as float32 numpy views into one flat buffer per
+    column instead of Python lists: millions of activations stay compact and slice fast.
+    """
     if frame.height == 0 or not {"sae_id", "latent"} <= set(frame.columns):
         return {}
-    for row in frame.iter_rows(named=True):
+    arrays = {c: _row_arrays(frame.get_column(c)) for c in array_columns if c in frame.columns}
+    scalars = frame.drop(list(arrays))
+    groups: dict[LatentKey, list[dict]] = defaultdict(list)
+    for i, row in enumerate(scalars.iter_rows(named=True)):
+        for name, values in arrays.items():
+            row[name] = values[i]
         groups[(row["sae_id"], int(row["latent"]))].append(row)
     return dict(groups)
+
+
+def _row_arrays(column: pl.Series) -> list[np.ndarray]:
+    """A list[float] column as one float32 numpy view per row ([len(row)] each; nulls become empty)."""
+    lengths = column.list.len().fill_null(0).to_numpy()
+    nonempty = column.filter(column.list.len().fill_null(0) > 0)
+    flat = nonempty.explode().cast(pl.Float32).fill_null(0.0).to_numpy()
+    ends = np.cumsum(lengths)
+    return [flat[end - n : end] for end, n in zip(ends.tolist(), lengths.tolist(), strict=True)]
 
 
 def _recent_runs(runs: pl.DataFrame, limit: int = 10) -> list[dict]:

@@ -10,6 +10,8 @@ import html
 import math
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em}
@@ -108,26 +110,32 @@ def level(value: float, scale: float) -> int:
 
 
 def shaded_window(
+    plain: Sequence[str],
     seps: Sequence[str],
     texts: Sequence[str],
-    acts: Sequence[float],
+    acts: np.ndarray,
     scale: float,
-    sims: Sequence[float] | None = None,
+    sims: np.ndarray | None = None,
     sim_scale: float = 1.0,
 ) -> str:
     """Tokens with their activation as orange background (and simulation as a blue underline).
 
-    seps/texts: already-escaped separator and token text per token ([window]); acts/sims: [window].
+    plain/seps/texts: already-escaped separator+text, separator and text per token ([window]);
+    acts/sims: [window].
+    Only tokens with a positive activation or simulation get a span; runs of plain tokens are joined in
+    one go, so the cost is per active token rather than per token.
     """
-    out = []
-    for i, act in enumerate(acts):
-        sim = sims[i] if sims is not None else 0.0
-        if act > 0 or sim > 0:
-            cls = f"a{level(act, scale)} s{level(sim, sim_scale)}"
-            tip = f"{act:.3g}" if sims is None else f"true {act:.3g} / sim {sim:.3g}"
-            out.append(f'{seps[i]}<span class="{cls}" title="{tip}">{texts[i]}</span>')
-        else:
-            out.append(seps[i] + texts[i])
+    active = acts > 0 if sims is None else (acts > 0) | (sims > 0)
+    out, prev = [], 0
+    for i in np.flatnonzero(active).tolist():
+        out.extend(plain[prev:i])
+        act = float(acts[i])
+        sim = float(sims[i]) if sims is not None else 0.0
+        cls = f"a{level(act, scale)} s{level(sim, sim_scale)}"
+        tip = f"{act:.3g}" if sims is None else f"true {act:.3g} / sim {sim:.3g}"
+        out.append(f'{seps[i]}<span class="{cls}" title="{tip}">{texts[i]}</span>')
+        prev = i + 1
+    out.extend(plain[prev:])
     return "".join(out)
 
 

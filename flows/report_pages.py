@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
+
 from flows.report_data import LatentKey, ReportData, TokenText, is_baseline, parse_patterns
 from flows.report_html import esc, num, num_cell, page, shaded_window, table
 
@@ -45,8 +47,12 @@ def _nav(prev_href: str | None, next_href: str | None) -> str:
 
 
 def _act_scale(stats: dict, examples: list[dict]) -> float:
-    peak = max((max(row["acts"] or [0.0]) for row in examples), default=0.0)
+    peak = max((_peak(row["acts"]) for row in examples), default=0.0)
     return float(stats.get("max_act") or 0.0) or peak or 1.0
+
+
+def _peak(values: np.ndarray | None) -> float:
+    return float(values.max()) if values is not None and values.size else 0.0
 
 
 def _stats_section(stats: dict) -> str:
@@ -111,7 +117,7 @@ def _window_tokens(row: dict, tokens: dict[int, TokenText]) -> TokenText:
     start = int(row.get("start") or 0)
     if context is None or start + n > len(context.texts):
         return TokenText(seps=[" "] * n, texts=["?"] * n)
-    return TokenText(seps=context.seps[start : start + n], texts=context.texts[start : start + n])
+    return context.window(start, n)
 
 
 def _example_label(row: dict) -> str:
@@ -128,8 +134,8 @@ def _explain_set_section(examples: list[dict], tokens: dict[int, TokenText], sca
     for row in rows:
         window = _window_tokens(row, tokens)
         body.append([
-            _example_label(row), str(int(row["ctx_id"])), num_cell(max(row["acts"] or [0.0])),
-            f'<td class="win">{shaded_window(window.seps, window.texts, row["acts"], scale)}</td>',
+            _example_label(row), str(int(row["ctx_id"])), num_cell(_peak(row["acts"])),
+            f'<td class="win">{shaded_window(window.plain, window.seps, window.texts, row["acts"], scale)}</td>',
         ])
     title = "<h2>Explain set</h2><p class=muted>what the explainer saw; shade = activation</p>"
     return title + table(["kind", "ctx", "max act", "tokens"], body, 'class="ex"')
@@ -143,9 +149,9 @@ def _simulations_by_explainer(simulations: list[dict]) -> dict[tuple[str, str], 
     return grouped
 
 
-def _matching_simulation(candidates: list[dict], acts: list[float]) -> list[float] | None:
+def _matching_simulation(candidates: list[dict], acts: np.ndarray) -> np.ndarray | None:
     for sim in candidates:
-        if len(sim["sim_acts"]) == len(acts) and (len(candidates) == 1 or sim["true_acts"] == acts):
+        if len(sim["sim_acts"]) == len(acts) and (len(candidates) == 1 or np.array_equal(sim["true_acts"], acts)):
             return sim["sim_acts"]
     return None
 
@@ -161,15 +167,15 @@ def _score_set_section(
         by_explainer = {("", ""): {}}
     parts = []
     for (explainer, scorer), by_ctx in sorted(by_explainer.items()):
-        sim_scale = max((max(s["sim_acts"] or [0.0]) for c in by_ctx.values() for s in c), default=0.0) or 1.0
+        sim_scale = max((_peak(s["sim_acts"]) for c in by_ctx.values() for s in c), default=0.0) or 1.0
         body = []
         for row in rows:
             window = _window_tokens(row, tokens)
             sims = _matching_simulation(by_ctx.get(int(row["ctx_id"]), []), row["acts"])
-            shaded = shaded_window(window.seps, window.texts, row["acts"], scale, sims, sim_scale)
+            shaded = shaded_window(window.plain, window.seps, window.texts, row["acts"], scale, sims, sim_scale)
             body.append([
-                _example_label(row), str(int(row["ctx_id"])), num_cell(max(row["acts"] or [0.0])),
-                num_cell(max(sims) if sims else None), f'<td class="win">{shaded}</td>',
+                _example_label(row), str(int(row["ctx_id"])), num_cell(_peak(row["acts"])),
+                num_cell(_peak(sims) if sims is not None else None), f'<td class="win">{shaded}</td>',
             ])
         what = f"true (shade) vs simulated by {esc(explainer)} / {esc(scorer)} (underline)" if explainer else (
             "true activation (shade); no simulations stored")

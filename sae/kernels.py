@@ -33,9 +33,18 @@ def scatter_outer(indices: Tensor, weights: Tensor, rows: Tensor, n_out: int) ->
     [batch, n_out] matrix S holding `weights` at `indices` (duplicates add up).
     """
     if rows.is_cuda:
-        out = rows.new_zeros(n_out, rows.shape[1])
-        src = (weights.unsqueeze(-1) * rows.unsqueeze(1)).reshape(-1, rows.shape[1])
-        return out.index_add_(0, indices.reshape(-1), src)
+        return scatter_outer_index_add(indices, weights, rows, n_out)
+    return scatter_outer_csr(indices, weights, rows, n_out)
+
+
+def scatter_outer_index_add(indices: Tensor, weights: Tensor, rows: Tensor, n_out: int) -> Tensor:
+    """scatter_outer by index_add of the [batch * m, d] weighted rows (the GPU form)."""
+    src = (weights.unsqueeze(-1) * rows.unsqueeze(1)).reshape(-1, rows.shape[1])
+    return rows.new_zeros(n_out, rows.shape[1]).index_add_(0, indices.reshape(-1), src)
+
+
+def scatter_outer_csr(indices: Tensor, weights: Tensor, rows: Tensor, n_out: int) -> Tensor:
+    """scatter_outer as a CSR [n_out, batch] @ dense [batch, d] product (the CPU form)."""
     batch, m = indices.shape
     flat = indices.reshape(-1)
     order = torch.argsort(flat)
@@ -49,10 +58,20 @@ def scatter_outer(indices: Tensor, weights: Tensor, rows: Tensor, n_out: int) ->
 def gather_dot(indices: Tensor, table: Tensor, rows: Tensor) -> Tensor:
     """out[b, j] = table[indices[b, j]] . rows[b]: indices [batch, m], table [n, d], rows [batch, d].
 
-    Returns [batch, m]. On CPU a sampled matmul (SDDMM) computes only the needed dot products.
+    Returns [batch, m]: only the needed entries of rows @ table.T.
     """
     if rows.is_cuda:
-        return torch.bmm(table[indices], rows.unsqueeze(-1)).squeeze(-1)
+        return gather_dot_bmm(indices, table, rows)
+    return gather_dot_sddmm(indices, table, rows)
+
+
+def gather_dot_bmm(indices: Tensor, table: Tensor, rows: Tensor) -> Tensor:
+    """gather_dot by gathering the [batch, m, d] rows of table (the GPU form)."""
+    return torch.bmm(table[indices], rows.unsqueeze(-1)).squeeze(-1)
+
+
+def gather_dot_sddmm(indices: Tensor, table: Tensor, rows: Tensor) -> Tensor:
+    """gather_dot as a sampled dense-dense matmul on a CSR pattern (the CPU form, no gather copy)."""
     batch, m = indices.shape
     crow = torch.arange(0, batch * m + 1, m, device=indices.device)
     pattern = torch.sparse_csr_tensor(
@@ -103,7 +122,8 @@ class _TopKEncode(torch.autograd.Function):
             values[:, :0], indices[:, :0])
         aux_values = aux_values.to(x.dtype).relu()
         del pre, top
-        ctx.save_for_backward(x_in, W_enc, torch.cat([values, aux_values], 1), torch.cat([indices, aux_indices], 1))
+        all_values, all_indices = torch.cat([values, aux_values], 1), torch.cat([indices, aux_indices], 1)
+        ctx.save_for_backward(x_in, W_enc, all_values, all_indices)
         ctx.mark_non_differentiable(indices, aux_indices)
         return values, indices, aux_values, aux_indices
 
@@ -142,7 +162,9 @@ def dense_reference_decode(values: Tensor, indices: Tensor, W_dec: Tensor) -> Te
     return dense.scatter(1, indices, values) @ W_dec
 
 
-def dense_reference_encode(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def dense_reference_encode(
+    x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int
+) -> tuple[Tensor, Tensor]:
     """Dense version of topk_encode without AuxK; for tests."""
     top = torch.topk((x - b_dec) @ W_enc + b_enc, k, dim=1, sorted=True)
     return top.values.relu(), top.indices

