@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -36,11 +35,13 @@ import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from explain.llm_async import gather_with_progress, run_in_fresh_loop
 from explain.llm_cache import DirectoryResponseCache, MemoryResponseCache, ResponseCache, request_hash
 from explain.llm_limits import BudgetExhausted, CostBudget, TokenBucket, approx_tokens
 from explain.llm_parse import LLMParseError, parse_json_reply
 from explain.llm_settings import LLMSettings, ModelPrice, PriceTable
 from explain.llm_transport import (
+    CallRecorder,
     CallStats,
     RawReply,
     is_retryable,
@@ -53,6 +54,7 @@ from explain.llm_transport import (
 __all__ = [
     "BudgetExhausted", "CallStats", "CostBudget", "DirectoryResponseCache", "LLMCallError", "LLMClient",
     "LLMReply", "LLMSettings", "MemoryResponseCache", "ModelPrice", "PriceTable", "CallRecorder",
+    "gather_with_progress",
 ]
 
 log = logging.getLogger(__name__)
@@ -97,20 +99,6 @@ class _LoopState:
     semaphore: asyncio.Semaphore
     rpm: TokenBucket
     tpm: TokenBucket
-
-
-class CallRecorder:
-    """An `on_call` sink that keeps the `llm_calls` rows in memory (flows appends them to the store)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-
-    def __call__(self, row: dict) -> None:
-        self.rows.append(row)
-
-    def requests(self) -> int:
-        """HTTP requests made (every row that is not a cache hit)."""
-        return sum(1 for r in self.rows if r["status"] != "cached")
 
 
 @dataclass
@@ -206,13 +194,15 @@ class LLMClient:
         for _ in range(self.settings.parse_retries + 1):
             raw = await self._request_with_retries(spec)
             if raw.refusal:
+                self._report_reply(spec, raw, "failed", f"refusal: {raw.refusal[:200]}")
                 raise self._call_error(spec, "refusal", f"model refused: {raw.refusal[:200]}")
             try:
                 value = validate(parse_json_reply(raw.text))
             except LLMParseError as exc:
                 last_error = str(exc)
-                self._report(spec.key, spec.purpose, 0, 0, 0.0, "invalid", last_error)
+                self._report_reply(spec, raw, "invalid", last_error)
                 continue
+            self._report_reply(spec, raw, "ok", "")
             if self.cache is not None:
                 self.cache.put(spec.key, {"model": self.settings.model, "text": raw.text,
                                           "prompt_tokens": raw.prompt_tokens,
@@ -220,6 +210,10 @@ class LLMClient:
             return LLMReply(value, raw.text, spec.key, False, spec.usage[0], spec.usage[1], spec.cost[0],
                             raw.logprobs)
         raise self._call_error(spec, "parse", f"unparseable reply: {last_error}")
+
+    def _report_reply(self, spec: _CallSpec, raw: RawReply, status: str, error: str) -> None:
+        self._report(spec.key, spec.purpose, raw.prompt_tokens, raw.completion_tokens, raw.latency_s, status,
+                     error)
 
     def _call_error(self, spec: _CallSpec, kind: str, message: str) -> LLMCallError:
         return LLMCallError(kind, self.scrub(message), spec.usage[0], spec.usage[1], spec.cost[0])
@@ -291,10 +285,9 @@ class LLMClient:
                 self._report_failure(spec, started, exc, final=final or not is_retryable(exc))
                 raise
             raw = to_raw_reply(response)
+            raw.latency_s = time.monotonic() - started  # reported once the reply is validated
             if use_logprobs and self.logprobs_supported is None:
                 self.logprobs_supported = raw.logprobs is not None
-            self._report(spec.key, spec.purpose, raw.prompt_tokens, raw.completion_tokens,
-                         time.monotonic() - started, "ok", "")
             return raw
 
     def _downgrade(self, exc: openai.BadRequestError, level: int, used_logprobs: bool) -> bool:
@@ -365,44 +358,4 @@ class LLMClient:
             finally:
                 await self.aclose()
 
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(main())
-        box: dict[str, Any] = {}
-
-        def worker() -> None:
-            try:
-                box["value"] = asyncio.run(main())
-            except BaseException as exc:  # re-raised in the caller's thread
-                box["error"] = exc
-
-        thread = threading.Thread(target=worker, name="llm-run-sync")
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-
-
-async def gather_with_progress(coros: list[Awaitable[T]], desc: str, progress: bool = True) -> list[T]:
-    """Await `coros` concurrently (the client's semaphore bounds what is in flight) with a progress bar;
-    results in input order."""
-    from tqdm.auto import tqdm
-
-    async def indexed(index: int, coro: Awaitable[T]) -> tuple[int, T]:
-        return index, await coro
-
-    results: list[Any] = [None] * len(coros)
-    tasks = [asyncio.ensure_future(indexed(i, c)) for i, c in enumerate(coros)]
-    bar = tqdm(total=len(tasks), desc=desc, disable=not progress)
-    try:
-        for finished in asyncio.as_completed(tasks):
-            index, value = await finished
-            results[index] = value
-            bar.update(1)
-    finally:
-        bar.close()
-        for task in tasks:
-            task.cancel()
-    return results
+        return run_in_fresh_loop(main)

@@ -25,6 +25,7 @@ class RawReply:
     logprobs: list[dict] | None
     refusal: str
     finish_reason: str
+    latency_s: float = 0.0
 
 
 class CallStats:
@@ -50,6 +51,20 @@ class CallStats:
     def as_dict(self) -> dict[str, float]:
         return {"requests": self.requests, "cached": self.cached, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd}
+
+
+class CallRecorder:
+    """An `on_call` sink that keeps the `llm_calls` rows in memory (flows appends them to the store)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def __call__(self, row: dict) -> None:
+        self.rows.append(row)
+
+    def requests(self) -> int:
+        """HTTP requests made (every row that is not a cache hit)."""
+        return sum(1 for r in self.rows if r["status"] != "cached")
 
 
 def request_kwargs(settings: LLMSettings, messages: list[dict[str, str]], max_tokens: int,

@@ -78,19 +78,26 @@ def _fire(token_ids: np.ndarray, vocab: list[str], rule: PlantedRule) -> np.ndar
     return hit
 
 
-def planted_corpus(rules: dict[int, PlantedRule], n_latents: int, n_contexts: int = 400, ctx_len: int = 32,
-                   vocab_size: int = 120, dense_latents: tuple[int, ...] = (), rare_latents: tuple[int, ...] = (),
-                   seed: int = 0) -> PlantedCorpus:
-    """Random tokens + planted latents. dense latents fire on ~60% of tokens; rare ones in 3 contexts."""
+def plant(token_ids: np.ndarray, vocab: list[str], rules: dict[int, PlantedRule], n_latents: int,
+          dense_latents: tuple[int, ...] = (), rare_latents: tuple[int, ...] = (), seed: int = 0) -> PlantedCorpus:
+    """Planted activations for given tokens [n_contexts, ctx_len]: rule latents fire exactly where
+    their rule holds (value uniform in [0.5, 5)); dense ones on ~60 % of tokens; rare ones in 3 contexts."""
     rng = np.random.default_rng(seed)
-    vocab = make_vocab(vocab_size)
-    token_ids = rng.integers(0, vocab_size, size=(n_contexts, ctx_len))
-    acts = np.zeros((n_contexts, ctx_len, n_latents), dtype=np.float32)
+    acts = np.zeros((*token_ids.shape, n_latents), dtype=np.float32)
     for latent, rule in rules.items():
         fire = _fire(token_ids, vocab, rule)
         acts[..., latent] = np.where(fire, rng.uniform(0.5, 5.0, size=fire.shape), 0.0)
     for latent in dense_latents:
-        acts[..., latent] = np.where(rng.random((n_contexts, ctx_len)) < 0.6, 1.0, 0.0)
+        acts[..., latent] = np.where(rng.random(token_ids.shape) < 0.6, 1.0, 0.0)
     for latent in rare_latents:
         acts[:3, 0, latent] = 2.0
     return PlantedCorpus(vocab=vocab, token_ids=token_ids, acts=acts, rules=dict(rules))
+
+
+def planted_corpus(rules: dict[int, PlantedRule], n_latents: int, n_contexts: int = 400, ctx_len: int = 32,
+                   vocab_size: int = 120, dense_latents: tuple[int, ...] = (), rare_latents: tuple[int, ...] = (),
+                   seed: int = 0) -> PlantedCorpus:
+    """Uniformly random tokens + planted latents (see `plant`)."""
+    rng = np.random.default_rng(seed)
+    token_ids = rng.integers(0, vocab_size, size=(n_contexts, ctx_len))
+    return plant(token_ids, make_vocab(vocab_size), rules, n_latents, dense_latents, rare_latents, seed + 1)

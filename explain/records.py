@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import polars as pl
 
 Split = Literal["explain", "score"]
 ExampleKind = Literal["activating", "random", "similar"]
@@ -81,3 +84,46 @@ class Explanation:
 
     def patterns_json(self) -> str:
         return json.dumps(self.patterns) if self.patterns is not None else ""
+
+
+def build_latent_records(examples: pl.DataFrame, contexts: pl.DataFrame,
+                         stats: pl.DataFrame) -> list[LatentRecord]:
+    """Examples table rows (explain/sampling.py) -> one LatentRecord per latent, sorted by latent.
+
+    examples: sae_id, latent, split, kind, quantile, ctx_id, start, acts (list[f32], [window]).
+    contexts: ctx_id, token_ids (list[int]), tokens (list[str]); tokens of an example are
+    contexts.tokens[start : start + len(acts)]. stats: latent_stats rows (max_act, frequency).
+    """
+    import polars as pl  # local: records stay importable without polars for plain consumers
+
+    if examples.height == 0:
+        return []
+    windows = (
+        examples.lazy()
+        .with_row_index("_row")
+        .join(contexts.lazy().select("ctx_id", "token_ids", "tokens"), on="ctx_id", how="left")
+        .with_columns(
+            pl.col("tokens").list.slice(pl.col("start"), pl.col("acts").list.len()),
+            pl.col("token_ids").list.slice(pl.col("start"), pl.col("acts").list.len()),
+        )
+        .collect(engine="streaming")
+        .sort("_row")
+    )
+    info = {row["latent"]: row for row in stats.select("latent", "max_act", "frequency").iter_rows(named=True)}
+    records: dict[int, LatentRecord] = {}
+    for row in windows.iter_rows(named=True):
+        latent = int(row["latent"])
+        record = records.get(latent)
+        if record is None:
+            meta = info.get(latent, {})
+            record = LatentRecord(sae_id=row["sae_id"], latent=latent, explain=[], score=[],
+                                  max_act=float(meta.get("max_act") or 0.0),
+                                  frequency=float(meta.get("frequency") or 0.0))
+            records[latent] = record
+        example = Example(ctx_id=int(row["ctx_id"]), tokens=list(row["tokens"] or []),
+                          acts=np.asarray(row["acts"], dtype=np.float32), kind=row["kind"],
+                          quantile=int(row["quantile"]), token_ids=list(row["token_ids"] or []))
+        (record.explain if row["split"] == "explain" else record.score).append(example)
+    for record in records.values():
+        record.assert_disjoint()
+    return [records[latent] for latent in sorted(records)]

@@ -79,12 +79,15 @@ def load_report_data(store: Store, sae_id: str | None = None) -> ReportData:
     return data
 
 
-def _read(store: Store, table: str, sae_id: str | None) -> pl.DataFrame:
+def _read(store: Store, table: str, sae_id: str | None, where: pl.Expr | None = None) -> pl.DataFrame:
+    """A whole table (empty frame if missing), filtered to one SAE and by `where` before loading."""
     if not store.has(table):
         return pl.DataFrame()
     frame = store.scan(table)
     if sae_id is not None and "sae_id" in frame.collect_schema().names():
         frame = frame.filter(pl.col("sae_id") == sae_id)
+    if where is not None:
+        frame = frame.filter(where)
     return frame.collect()
 
 
@@ -114,22 +117,22 @@ def _latest_scores(scores: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
 
 def _real_simulations(store: Store, sae_id: str | None) -> pl.DataFrame:
     """Simulations of real explainers only: the pages never show a random baseline's simulation."""
-    frame = _read(store, "simulations", sae_id)
-    if frame.height == 0 or "explainer" not in frame.columns:
-        return frame
-    return frame.filter(~pl.col("explainer").str.ends_with(RANDOM_SUFFIX))
+    return _read(store, "simulations", sae_id, ~pl.col("explainer").str.ends_with(RANDOM_SUFFIX))
 
 
 def _grouped(frame: pl.DataFrame, array_columns: tuple[str, ...] = ()) -> dict[LatentKey, list[dict]]:
     """Rows as dicts grouped by (sae_id, latent), table order kept; one pass over the frame.
 
     `array_columns` (list[float] columns) come back as float32 numpy views into one flat buffer per
-    column instead of Python lists: millions of activations stay compact and slice fast.
+    column instead of Python lists: millions of activations stay compact and slice fast. Each also gets
+    a `<column>_max` entry (0.0 for an empty list), computed once for the whole column.
     """
     if frame.height == 0 or not {"sae_id", "latent"} <= set(frame.columns):
         return {}
     arrays = {c: _row_arrays(frame.get_column(c)) for c in array_columns if c in frame.columns}
-    scalars = frame.drop(list(arrays))
+    scalars = frame.drop(list(arrays)).with_columns(
+        frame.get_column(c).list.max().cast(pl.Float64).fill_null(0.0).alias(f"{c}_max") for c in arrays
+    )
     groups: dict[LatentKey, list[dict]] = defaultdict(list)
     for i, row in enumerate(scalars.iter_rows(named=True)):
         for name, values in arrays.items():

@@ -127,7 +127,7 @@ def shaded_window(
     """
     active = acts > 0 if sims is None else (acts > 0) | (sims > 0)
     out, prev = [], 0
-    for i in np.flatnonzero(active).tolist():
+    for i in active.nonzero()[0].tolist():
         out.extend(plain[prev:i])
         act = float(acts[i])
         sim = float(sims[i]) if sims is not None else 0.0

@@ -137,7 +137,7 @@ def _latent_rows(data: ReportData, key: LatentKey, href: str) -> list[str]:
     if not pairs:
         status = _join(stats.get("status") or "no explanation", stats.get("reason"))
         return [f'<tr data-scored="0">{prefix}<td></td><td></td><td></td>'
-                + "<td></td>" * 6 + f"<td>{esc(status)}</td></tr>"]
+                + num_cell(None) * 6 + f"<td>{esc(status)}</td></tr>"]
     out = []
     for explainer, scorer in pairs:
         explanation = explanations.get(explainer, {})

@@ -47,12 +47,8 @@ def _nav(prev_href: str | None, next_href: str | None) -> str:
 
 
 def _act_scale(stats: dict, examples: list[dict]) -> float:
-    peak = max((_peak(row["acts"]) for row in examples), default=0.0)
+    peak = max((row["acts_max"] for row in examples), default=0.0)
     return float(stats.get("max_act") or 0.0) or peak or 1.0
-
-
-def _peak(values: np.ndarray | None) -> float:
-    return float(values.max()) if values is not None and values.size else 0.0
 
 
 def _stats_section(stats: dict) -> str:
@@ -134,7 +130,7 @@ def _explain_set_section(examples: list[dict], tokens: dict[int, TokenText], sca
     for row in rows:
         window = _window_tokens(row, tokens)
         body.append([
-            _example_label(row), str(int(row["ctx_id"])), num_cell(_peak(row["acts"])),
+            _example_label(row), str(int(row["ctx_id"])), num_cell(row["acts_max"]),
             f'<td class="win">{shaded_window(window.plain, window.seps, window.texts, row["acts"], scale)}</td>',
         ])
     title = "<h2>Explain set</h2><p class=muted>what the explainer saw; shade = activation</p>"
@@ -149,10 +145,11 @@ def _simulations_by_explainer(simulations: list[dict]) -> dict[tuple[str, str], 
     return grouped
 
 
-def _matching_simulation(candidates: list[dict], acts: np.ndarray) -> np.ndarray | None:
+def _matching_simulation(candidates: list[dict], acts: np.ndarray) -> dict | None:
+    """The simulations row of this window: the only one of its ctx_id, else the one with equal truth."""
     for sim in candidates:
         if len(sim["sim_acts"]) == len(acts) and (len(candidates) == 1 or np.array_equal(sim["true_acts"], acts)):
-            return sim["sim_acts"]
+            return sim
     return None
 
 
@@ -167,15 +164,16 @@ def _score_set_section(
         by_explainer = {("", ""): {}}
     parts = []
     for (explainer, scorer), by_ctx in sorted(by_explainer.items()):
-        sim_scale = max((_peak(s["sim_acts"]) for c in by_ctx.values() for s in c), default=0.0) or 1.0
+        sim_scale = max((s["sim_acts_max"] for c in by_ctx.values() for s in c), default=0.0) or 1.0
         body = []
         for row in rows:
             window = _window_tokens(row, tokens)
-            sims = _matching_simulation(by_ctx.get(int(row["ctx_id"]), []), row["acts"])
+            sim = _matching_simulation(by_ctx.get(int(row["ctx_id"]), []), row["acts"])
+            sims = sim["sim_acts"] if sim else None
             shaded = shaded_window(window.plain, window.seps, window.texts, row["acts"], scale, sims, sim_scale)
             body.append([
-                _example_label(row), str(int(row["ctx_id"])), num_cell(_peak(row["acts"])),
-                num_cell(_peak(sims) if sims is not None else None), f'<td class="win">{shaded}</td>',
+                _example_label(row), str(int(row["ctx_id"])), num_cell(row["acts_max"]),
+                num_cell(sim["sim_acts_max"] if sim else None), f'<td class="win">{shaded}</td>',
             ])
         what = f"true (shade) vs simulated by {esc(explainer)} / {esc(scorer)} (underline)" if explainer else (
             "true activation (shade); no simulations stored")

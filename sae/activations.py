@@ -104,12 +104,19 @@ class SubjectModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def residual_activations(self, token_ids: Tensor, lengths: Tensor | None, layer: int) -> Tensor:
+    def residual_activations(
+        self, token_ids: Tensor, lengths: Tensor | int | None = None, layer: int | None = None
+    ) -> Tensor:
         """Residual stream after block `layer` (see module docstring) at the content positions.
 
-        token_ids: LongTensor [B, T] content ids, right-padded; lengths: LongTensor [B] (None = all T).
+        token_ids: LongTensor [B, T] content ids, right-padded; lengths: LongTensor [B] (None = all T;
+        `residual_activations(token_ids, layer)` is the same as passing lengths=None).
         Returns FloatTensor [B, T, d_model] (float32, on CPU); padding positions are zero.
         """
+        if layer is None and isinstance(lengths, int):
+            layer, lengths = lengths, None
+        if layer is None:
+            raise ValueError("residual_activations needs a layer")
         self._check_layer(layer)
         batch, width = token_ids.shape
         if lengths is None:

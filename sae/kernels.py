@@ -22,8 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# torch warns that sparse CSR is "beta" on every construction; our use (SpMM, SDDMM) is stable.
-warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning, module=__name__)
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    """A CSR matrix, without torch's per-construction "sparse CSR is beta" warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
 
 
 def scatter_outer(indices: Tensor, weights: Tensor, rows: Tensor, n_out: int) -> Tensor:
@@ -51,7 +56,7 @@ def scatter_outer_csr(indices: Tensor, weights: Tensor, rows: Tensor, n_out: int
     crow = torch.zeros(n_out + 1, dtype=torch.int64, device=indices.device)
     torch.cumsum(torch.bincount(flat, minlength=n_out), 0, out=crow[1:])
     token_of_entry = torch.div(order, m, rounding_mode="floor")
-    s_t = torch.sparse_csr_tensor(crow, token_of_entry, weights.reshape(-1)[order], size=(n_out, batch))
+    s_t = _csr(crow, token_of_entry, weights.reshape(-1)[order], (n_out, batch))
     return torch.sparse.mm(s_t, rows)
 
 
@@ -74,9 +79,7 @@ def gather_dot_sddmm(indices: Tensor, table: Tensor, rows: Tensor) -> Tensor:
     """gather_dot as a sampled dense-dense matmul on a CSR pattern (the CPU form, no gather copy)."""
     batch, m = indices.shape
     crow = torch.arange(0, batch * m + 1, m, device=indices.device)
-    pattern = torch.sparse_csr_tensor(
-        crow, indices.reshape(-1), rows.new_zeros(batch * m), size=(batch, table.shape[0])
-    )
+    pattern = _csr(crow, indices.reshape(-1), rows.new_zeros(batch * m), (batch, table.shape[0]))
     return torch.sparse.sampled_addmm(pattern, rows, table.t(), beta=0.0).values().reshape(batch, m)
 
 
@@ -159,7 +162,7 @@ def topk_encode(
 def dense_reference_decode(values: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:
     """Dense version of sparse_decode (materialises [batch, n]); for tests."""
     dense = torch.zeros(values.shape[0], W_dec.shape[0], dtype=values.dtype, device=values.device)
-    return dense.scatter(1, indices, values) @ W_dec
+    return dense.scatter_add(1, indices, values) @ W_dec  # duplicate indices add up
 
 
 def dense_reference_encode(

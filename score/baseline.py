@@ -56,9 +56,7 @@ def random_baseline_explanations(explanations: list[Explanation], seed: int) -> 
             log.warning("explainer %s: %d ok explanation(s), no random baseline", explainer, len(group))
             continue
         donors = seeded_derangement(len(group), rng)
-        baselines.extend(
-            _swapped(recipient, group[int(d)]) for recipient, d in zip(group, donors, strict=True)
-        )
+        baselines.extend(_swapped(recipient, group[int(d)]) for recipient, d in zip(group, donors, strict=True))
     return baselines
 
 

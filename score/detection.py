@@ -60,8 +60,9 @@ class BinaryLLMScorer:
     purpose = "binary"
     messages_fn: Callable[[str, list[str]], Messages] = staticmethod(detect_messages)
 
-    def __init__(self, client: LLMClient | None, config: BinaryScorerConfig | None = None,
-                 budget: CostBudget | None = None) -> None:
+    def __init__(
+        self, client: LLMClient | None, config: BinaryScorerConfig | None = None, budget: CostBudget | None = None
+    ) -> None:
         self.client = client  # None: only plan() works (dry-run estimates)
         self.config = config or BinaryScorerConfig()
         self.budget = budget
@@ -87,12 +88,18 @@ class BinaryLLMScorer:
     async def _judge(self, messages: Messages, n: int) -> list[bool]:
         assert self.client is not None, "this scorer was built without a client (planning only)"
         reply = await self.client.complete_json(
-            messages, purpose=self.purpose, schema=ANSWERS_SCHEMA, validate=lambda v: parse_answers(v, n),
-            max_tokens=self.config.completion_tokens_per_item * n + 20, budget=self.budget)
+            messages,
+            purpose=self.purpose,
+            schema=ANSWERS_SCHEMA,
+            validate=lambda v: parse_answers(v, n),
+            max_tokens=self.config.completion_tokens_per_item * n + 20,
+            budget=self.budget,
+        )
         return reply.value
 
-    async def ascore(self, explanation: Explanation, record: LatentRecord | None, sae_id: str | None = None,
-                     run_id: str = "") -> LLMScoreOutcome:
+    async def ascore(
+        self, explanation: Explanation, record: LatentRecord | None, sae_id: str | None = None, run_id: str = ""
+    ) -> LLMScoreOutcome:
         """One latent's outcome (never raises for a model/server problem)."""
         outcome = LLMScoreOutcome(int(explanation.latent), explanation.explainer, self.name, "skipped")
         batches = self.batches(explanation.text, record) if record is not None and explanation.ok else []
@@ -113,9 +120,16 @@ class BinaryLLMScorer:
         outcome.score_row = binary_score_row(explanation, record, self.name, labels, predicted, sae_id, run_id)
         return outcome
 
-    def score_many(self, explanations: Sequence[Explanation], records: Mapping[int, LatentRecord],
-                   sae_id: str | None = None, run_id: str = "", progress: bool = True) -> list[LLMScoreOutcome]:
+    def score_many(
+        self,
+        explanations: Sequence[Explanation],
+        records: Mapping[int, LatentRecord],
+        sae_id: str | None = None,
+        run_id: str = "",
+        progress: bool = True,
+    ) -> list[LLMScoreOutcome]:
         """Score every explanation concurrently; one outcome per explanation, in order."""
+
         async def main() -> list[LLMScoreOutcome]:
             coros = [self.ascore(e, records.get(e.latent), sae_id, run_id) for e in explanations]
             return await gather_with_progress(coros, f"{self.name} (llm)", progress)
@@ -125,15 +139,33 @@ class BinaryLLMScorer:
         return outcomes
 
 
-def binary_score_row(explanation: Explanation, record: LatentRecord, scorer: str, labels: Sequence[bool],
-                     predicted: Sequence[bool], sae_id: str | None, run_id: str) -> dict:
+def binary_score_row(
+    explanation: Explanation,
+    record: LatentRecord,
+    scorer: str,
+    labels: Sequence[bool],
+    predicted: Sequence[bool],
+    sae_id: str | None,
+    run_id: str,
+) -> dict:
     """A `scores` row (+ balanced_accuracy) for yes/no judgements over contexts."""
     metrics = binary_scores(list(labels), list(predicted))
-    return {"sae_id": sae_id if sae_id is not None else record.sae_id, "latent": int(record.latent),
-            "explainer": explanation.explainer, "scorer": scorer, "precision": metrics["precision"],
-            "recall": metrics["recall"], "f1": metrics["f1"], "auroc": math.nan, "correlation": math.nan,
-            "threshold": math.nan, "n_tokens": len(labels), "n_positive": int(sum(labels)),
-            "balanced_accuracy": metrics["balanced_accuracy"], "run_id": run_id}
+    return {
+        "sae_id": sae_id if sae_id is not None else record.sae_id,
+        "latent": int(record.latent),
+        "explainer": explanation.explainer,
+        "scorer": scorer,
+        "precision": metrics["precision"],
+        "recall": metrics["recall"],
+        "f1": metrics["f1"],
+        "auroc": math.nan,
+        "correlation": math.nan,
+        "threshold": math.nan,
+        "n_tokens": len(labels),
+        "n_positive": int(sum(labels)),
+        "balanced_accuracy": metrics["balanced_accuracy"],
+        "run_id": run_id,
+    }
 
 
 class DetectionScorer(BinaryLLMScorer):

@@ -45,8 +45,9 @@ class FuzzingScorer(BinaryLLMScorer):
     purpose = "fuzzing"
     messages_fn = staticmethod(fuzz_messages)
 
-    def __init__(self, client: LLMClient | None, config: FuzzingConfig | None = None,
-                 budget: CostBudget | None = None) -> None:
+    def __init__(
+        self, client: LLMClient | None, config: FuzzingConfig | None = None, budget: CostBudget | None = None
+    ) -> None:
         super().__init__(client, config or FuzzingConfig(), budget)
 
     def items_for(self, record: LatentRecord) -> list[JudgedItem]:

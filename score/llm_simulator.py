@@ -101,9 +101,12 @@ class LLMSimulator:
     """Simulator protocol over an `LLMClient` (threshold and reply format: see the module docstring)."""
 
     name = "llm"
+    purpose = "simulation"
+    """`purpose` of its llm_calls rows and its key in dry-run estimates."""
 
-    def __init__(self, client: LLMClient | None, config: LLMSimulatorConfig | None = None,
-                 budget: CostBudget | None = None) -> None:
+    def __init__(
+        self, client: LLMClient | None, config: LLMSimulatorConfig | None = None, budget: CostBudget | None = None
+    ) -> None:
         self.client = client  # None: only plan() works (dry-run estimates)
         self.config = config or LLMSimulatorConfig()
         self.budget = budget
@@ -114,8 +117,9 @@ class LLMSimulator:
 
     def plan(self, explanation_text: str, record: LatentRecord) -> list[tuple[list[dict[str, str]], int]]:
         """(messages, expected completion tokens) of each request for one latent (dry-run estimate)."""
-        return [(simulate_messages(explanation_text, e.tokens), 2 * len(e.tokens) + 10)
-                for e in record.score if e.tokens]
+        return [
+            (simulate_messages(explanation_text, e.tokens), 2 * len(e.tokens) + 10) for e in record.score if e.tokens
+        ]
 
     async def simulate_tokens(self, explanation: str, tokens: list[str]) -> np.ndarray:
         """Predicted activations ([len(tokens)], 0-10) for one window. Raises LLMCallError/BudgetExhausted."""
@@ -124,9 +128,14 @@ class LLMSimulator:
         assert self.client is not None, "this simulator was built without a client (planning only)"
         n = len(tokens)
         reply = await self.client.complete_json(
-            simulate_messages(explanation, tokens), purpose="simulate", schema=SIMULATE_SCHEMA,
-            validate=lambda value: parse_levels(value, n), want_logprobs=self.config.use_logprobs,
-            max_tokens=self.config.completion_tokens_per_token * n + 20, budget=self.budget)
+            simulate_messages(explanation, tokens),
+            purpose=self.purpose,
+            schema=SIMULATE_SCHEMA,
+            validate=lambda value: parse_levels(value, n),
+            want_logprobs=self.config.use_logprobs,
+            max_tokens=self.config.completion_tokens_per_token * n + 20,
+            budget=self.budget,
+        )
         levels = expected_levels(reply.text, reply.logprobs, reply.value)
         return np.asarray(levels, dtype=np.float32)
 
@@ -159,8 +168,14 @@ class _Precomputed:
         return self._sims
 
 
-async def _simulate_and_score(simulator: LLMSimulator, explanation: Explanation, record: LatentRecord | None,
-                              scorer: str, sae_id: str | None, run_id: str) -> LLMScoreOutcome:
+async def _simulate_and_score(
+    simulator: LLMSimulator,
+    explanation: Explanation,
+    record: LatentRecord | None,
+    scorer: str,
+    sae_id: str | None,
+    run_id: str,
+) -> LLMScoreOutcome:
     outcome = LLMScoreOutcome(int(explanation.latent), explanation.explainer, scorer, "skipped")
     if record is None or not record.score or not explanation.ok:
         outcome.error = "no score examples" if explanation.ok else f"explanation {explanation.status}"
@@ -173,25 +188,37 @@ async def _simulate_and_score(simulator: LLMSimulator, explanation: Explanation,
     except LLMSimulationError as exc:
         outcome.status, outcome.error = "failed", simulator.client.scrub(str(exc))
         return outcome
-    scored: ScoredLatent = score_latent(explanation, record, _Precomputed(simulator.name, simulator.threshold, sims),
-                                        scorer, sae_id, run_id)
+    scored: ScoredLatent = score_latent(
+        explanation, record, _Precomputed(simulator.name, simulator.threshold, sims), scorer, sae_id, run_id
+    )
     outcome.status, outcome.score_row, outcome.simulation_rows = "ok", scored.score_row, scored.simulation_rows
     return outcome
 
 
-def simulate_and_score_many(explanations: Sequence[Explanation], records: Mapping[int, LatentRecord],
-                            simulator: LLMSimulator, scorer: str = "simulation", sae_id: str | None = None,
-                            run_id: str = "", progress: bool = True) -> list[LLMScoreOutcome]:
+def simulate_and_score_many(
+    explanations: Sequence[Explanation],
+    records: Mapping[int, LatentRecord],
+    simulator: LLMSimulator,
+    scorer: str = "simulation",
+    sae_id: str | None = None,
+    run_id: str = "",
+    progress: bool = True,
+) -> list[LLMScoreOutcome]:
     """Simulate and score every explanation concurrently; one outcome per explanation, in order.
 
     Rows of ok outcomes go to the `simulations` and `scores` tables (same columns as the N2G path).
     """
+
     async def main() -> list[LLMScoreOutcome]:
-        coros = [_simulate_and_score(simulator, e, records.get(e.latent), scorer, sae_id, run_id)
-                 for e in explanations]
+        coros = [_simulate_and_score(simulator, e, records.get(e.latent), scorer, sae_id, run_id) for e in explanations]
         return await gather_with_progress(coros, f"{scorer} (llm)", progress)
 
     outcomes = simulator.client.run_sync(main)
-    log.info("llm %s: %d ok, %d failed, %d skipped", scorer, sum(o.status == "ok" for o in outcomes),
-             sum(o.status == "failed" for o in outcomes), sum(o.status == "skipped" for o in outcomes))
+    log.info(
+        "llm %s: %d ok, %d failed, %d skipped",
+        scorer,
+        sum(o.status == "ok" for o in outcomes),
+        sum(o.status == "failed" for o in outcomes),
+        sum(o.status == "skipped" for o in outcomes),
+    )
     return outcomes

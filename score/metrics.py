@@ -4,19 +4,22 @@ One implementation of each metric, shared by every scorer (simulation, detection
 
 - truth is binarised as `true > 0` (a latent "fires" on a token when its activation is positive);
 - the prediction is binarised as `sim > threshold` (0 for N2G, whatever the simulator declares otherwise);
-- precision / recall / F1 / balanced accuracy come from scikit-learn with `zero_division=0`;
+- precision / recall / F1 / balanced accuracy follow scikit-learn's definitions with `zero_division=0`;
 - AUROC ranks the graded prediction against the binary truth (NaN when only one class is present);
 - Pearson correlation is over all tokens of the graded values (NaN when either side is constant).
+
+Why not call scikit-learn directly: in scikit-learn 1.9 one `precision_recall_fscore_support` or
+`roc_auc_score` call costs 5-15 ms of input validation, whatever the input size, which is minutes for
+4096 latents x (explainer + random baseline). The counts below take microseconds, and
+tests/test_score_metrics.py checks them against scikit-learn (the oracle) on random and tied inputs.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support, roc_auc_score
 
 
 @dataclass(frozen=True)
@@ -40,40 +43,53 @@ class ScoreResult:
 def binary_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Precision, recall, F1 and balanced accuracy of boolean predictions ([n] each).
 
-    Empty inputs give 0 for precision/recall/F1 and NaN for balanced accuracy. With one class in
-    `y_true`, balanced accuracy is that class's recall (scikit-learn's definition).
+    Same values as scikit-learn with zero_division=0: a ratio with a zero denominator is 0. Empty
+    inputs give NaN balanced accuracy; with one class in `y_true` it is that class's recall (as sklearn).
     """
     y_true = np.asarray(y_true, dtype=bool).ravel()
     y_pred = np.asarray(y_pred, dtype=bool).ravel()
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true has {y_true.size} entries but y_pred has {y_pred.size}")
-    if y_true.size == 0:
-        return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "balanced_accuracy": math.nan}
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average="binary", pos_label=True, zero_division=0
-    )
+    n_true = int(np.count_nonzero(y_true))
+    n_pred = int(np.count_nonzero(y_pred))
+    tp = int(np.count_nonzero(y_true & y_pred))
+    tn = y_true.size - n_true - n_pred + tp
     return {
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
-        "balanced_accuracy": _balanced_accuracy(y_true, y_pred),
+        "precision": _ratio(tp, n_pred),
+        "recall": _ratio(tp, n_true),
+        "f1": _ratio(2 * tp, n_true + n_pred),  # sklearn's form of 2PR/(P+R), exact in counts
+        "balanced_accuracy": _balanced_accuracy(tp, tn, n_true, y_true.size - n_true),
     }
 
 
-def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    with warnings.catch_warnings():
-        # one class in y_true: sklearn warns and averages over the classes present, which is what we want
-        warnings.simplefilter("ignore", UserWarning)
-        return float(balanced_accuracy_score(y_true, y_pred))
+def _ratio(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+def _balanced_accuracy(tp: int, tn: int, n_pos: int, n_neg: int) -> float:
+    """Mean recall over the classes present in the truth (NaN when there is no truth at all)."""
+    recalls = [hits / n for hits, n in ((tp, n_pos), (tn, n_neg)) if n]
+    return sum(recalls) / len(recalls) if recalls else math.nan
 
 
 def auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """Area under the ROC curve of graded `y_score` ([n]) against boolean `y_true` ([n]); NaN if one class."""
+    """Area under the ROC curve of graded `y_score` ([n]) against boolean `y_true` ([n]); NaN if one class.
+
+    Computed as the Mann-Whitney statistic with average ranks for ties, which equals the trapezoidal ROC
+    area scikit-learn's roc_auc_score gives (ties count one half).
+    """
     y_true = np.asarray(y_true, dtype=bool).ravel()
     y_score = np.asarray(y_score, dtype=np.float64).ravel()
-    if y_true.size == 0 or y_true.all() or not y_true.any():
+    if y_true.shape != y_score.shape:
+        raise ValueError(f"auroc: {y_true.size} labels vs {y_score.size} scores")
+    n_pos = int(np.count_nonzero(y_true))
+    n_neg = y_true.size - n_pos
+    if n_pos == 0 or n_neg == 0:
         return math.nan
-    return float(roc_auc_score(y_true, y_score))
+    _, inverse, counts = np.unique(y_score, return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based rank of each distinct value
+    rank_sum = float(average_rank[inverse.ravel()][y_true].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -106,9 +122,7 @@ def flatten_aligned(true_acts: list[np.ndarray], sim_acts: list[np.ndarray]) -> 
     return true, sim
 
 
-def simulation_scores(
-    true_acts: list[np.ndarray], sim_acts: list[np.ndarray], threshold: float = 0.0
-) -> ScoreResult:
+def simulation_scores(true_acts: list[np.ndarray], sim_acts: list[np.ndarray], threshold: float = 0.0) -> ScoreResult:
     """Score simulated activations against true ones over aligned windows ([window_i] each)."""
     true, sim = flatten_aligned(true_acts, sim_acts)
     y_true = true > 0

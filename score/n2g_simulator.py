@@ -38,11 +38,6 @@ class N2GSimulator:
     def simulate(self, explanation: Explanation, examples: list[Example]) -> list[np.ndarray]:
         """Predicted activations per example ([window] each), aligned with `example.acts`."""
         if explanation.patterns is None:
-            raise ValueError(
-                f"latent {explanation.latent}: explanation by {explanation.explainer} has no N2G patterns"
-            )
+            raise ValueError(f"latent {explanation.latent}: explanation by {explanation.explainer} has no N2G patterns")
         match = self.matcher or _default_matcher()
-        return [
-            np.asarray(match(explanation.patterns, list(example.tokens)), dtype=np.float32)
-            for example in examples
-        ]
+        return [np.asarray(match(explanation.patterns, list(example.tokens)), dtype=np.float32) for example in examples]

@@ -122,21 +122,16 @@ def _check_scorable(explanation: Explanation, record: LatentRecord) -> None:
         raise NotScorableError(f"latent {record.latent}: no score examples to simulate")
 
 
-def _aligned(
-    sims: list[np.ndarray], true_acts: list[np.ndarray], simulator: str, latent: int
-) -> list[np.ndarray]:
+def _aligned(sims: list[np.ndarray], true_acts: list[np.ndarray], simulator: str, latent: int) -> list[np.ndarray]:
     """Check the simulator returned one array per window of the right length; cast to float32."""
     if len(sims) != len(true_acts):
-        raise ValueError(
-            f"simulator {simulator} returned {len(sims)} windows for {len(true_acts)} (latent {latent})"
-        )
+        raise ValueError(f"simulator {simulator} returned {len(sims)} windows for {len(true_acts)} (latent {latent})")
     out = []
     for i, (sim, true) in enumerate(zip(sims, true_acts, strict=True)):
         sim = np.asarray(sim, dtype=np.float32).ravel()
         if sim.shape != true.shape:
             raise ValueError(
-                f"simulator {simulator}, latent {latent}, window {i}:"
-                f" {sim.size} values for {true.size} tokens"
+                f"simulator {simulator}, latent {latent}, window {i}: {sim.size} values for {true.size} tokens"
             )
         out.append(sim)
     return out
@@ -160,9 +155,7 @@ def score_many(
             continue
         scored.append(score_latent(explanation, record, simulator, scorer, sae_id, run_id))
     if skipped:
-        log.info(
-            "%s/%s: skipped %d explanations (not ok or no score examples)", simulator.name, scorer, skipped
-        )
+        log.info("%s/%s: skipped %d explanations (not ok or no score examples)", simulator.name, scorer, skipped)
     return scored
 
 

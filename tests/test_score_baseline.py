@@ -11,9 +11,7 @@ from score.baseline import random_baseline_explanations, seeded_derangement
 
 def _explanations(n: int, explainer: str = "n2g") -> list[Explanation]:
     return [
-        Explanation(
-            latent=i, explainer=explainer, text=f"text {i}", patterns=[{"ngram": [f"t{i}"], "act": 1.0}]
-        )
+        Explanation(latent=i, explainer=explainer, text=f"text {i}", patterns=[{"ngram": [f"t{i}"], "act": 1.0}])
         for i in range(n)
     ]
 

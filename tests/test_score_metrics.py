@@ -14,7 +14,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from score.metrics import binary_scores, pearson, simulation_scores
+from score.metrics import auroc, binary_scores, pearson, simulation_scores
 
 
 def _windows(rng: np.random.Generator, n: int = 12, width: int = 16) -> list[np.ndarray]:
@@ -90,3 +90,30 @@ def test_pearson_known_answer() -> None:
     assert pearson(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.0])) == pytest.approx(1.0)
     assert pearson(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
     assert math.isnan(pearson(np.array([1.0, 1.0]), np.array([1.0, 2.0])))
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_every_metric_equals_sklearn_on_random_and_tied_inputs(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    y_true = rng.random(n) < rng.uniform(0.02, 0.9)
+    # coarse scores make many ties, the case where AUROC implementations usually disagree
+    y_score = np.round(rng.normal(size=n) + y_true * rng.uniform(0, 2), int(rng.integers(0, 3)))
+    y_pred = y_score > 0.5
+    scores = binary_scores(y_true, y_pred)
+    assert scores["precision"] == pytest.approx(precision_score(y_true, y_pred, zero_division=0), abs=1e-12)
+    assert scores["recall"] == pytest.approx(recall_score(y_true, y_pred, zero_division=0), abs=1e-12)
+    assert scores["f1"] == pytest.approx(f1_score(y_true, y_pred, zero_division=0), abs=1e-12)
+    if y_true.any() and not y_true.all():
+        assert scores["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y_true, y_pred), abs=1e-12)
+        assert auroc(y_true, y_score) == pytest.approx(roc_auc_score(y_true, y_score), abs=1e-12)
+
+
+def test_one_class_balanced_accuracy_matches_sklearn() -> None:
+    y_true = np.zeros(6, dtype=bool)
+    y_pred = np.array([1, 0, 0, 0, 0, 0], dtype=bool)
+    with pytest.warns(UserWarning):
+        expected = balanced_accuracy_score(y_true, y_pred)
+    assert binary_scores(y_true, y_pred)["balanced_accuracy"] == pytest.approx(expected)
+    assert math.isnan(binary_scores(np.zeros(0, bool), np.zeros(0, bool))["balanced_accuracy"])
+    assert math.isnan(auroc(y_true, y_pred.astype(float)))

@@ -1,0 +1,114 @@
+"""LLM-path throughput against the local fake server (tests/llm_server.py): latents/min vs the ideal.
+
+Every request to the fake server takes `--latency` seconds (default 200 ms). With `--concurrency` C
+requests in flight and a stage that needs k requests per latent, the ideal is C / (k * latency)
+latents per second; the whole chain (explain, then each scorer) needs the sum of the k's. The script
+reports, per stage: wall time, latents/min achieved and ideal, LLM calls and prompt tokens per latent.
+
+    python benchmarks/llm_throughput.py --latents 128 --concurrency 32 --latency 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the fake server and planted records live with the tests
+
+from llm_fixtures import make_client, planted_records  # noqa: E402
+
+from explain.llm_explainer import LLMExplainer  # noqa: E402
+from score.detection import DetectionScorer  # noqa: E402
+from score.fuzzing import FuzzingScorer  # noqa: E402
+from score.llm_simulator import LLMSimulator, simulate_and_score_many  # noqa: E402
+
+log = logging.getLogger("llm_throughput")
+
+
+@contextlib.contextmanager
+def fake_server(latency_s: float) -> Iterator[str]:
+    """tests/llm_server.py in a child process (its own GIL, like a real remote server); yields base_url."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "llm_server.py"), "--latency", str(latency_s)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _stage(name: str, calls_rows: list[dict], n_latents: int, wall_s: float, concurrency: int,
+           latency_s: float) -> dict:
+    rows = [r for r in calls_rows if r["purpose"] == name and r["status"] != "cached"]
+    calls_per_latent = len(rows) / n_latents
+    ideal = 60.0 * concurrency / (calls_per_latent * latency_s) if calls_per_latent else float("inf")
+    return {"stage": name, "wall_s": wall_s, "latents_per_min": 60.0 * n_latents / wall_s,
+            "ideal_latents_per_min": ideal, "calls_per_latent": calls_per_latent,
+            "prompt_tokens_per_latent": sum(r["prompt_tokens"] for r in rows) / n_latents}
+
+
+def run(n_latents: int, concurrency: int, latency_s: float, n_score: int, n_quiet: int, length: int) -> list[dict]:
+    records = planted_records(n_latents, n_explain=20, n_score=n_score, n_quiet=n_quiet, length=length)
+    by_latent = {r.latent: r for r in records}
+    results: list[dict] = []
+    with fake_server(latency_s) as base_url:
+        client, recorder = make_client(base_url, max_concurrency=concurrency, timeout_s=30.0)
+        start = time.perf_counter()
+        explanations = LLMExplainer(client).explain_many(records, progress=False)
+        stages = [("explain", time.perf_counter() - start)]
+        for name, score in [
+            ("simulation", lambda: simulate_and_score_many(explanations, by_latent, LLMSimulator(client),
+                                                           progress=False)),
+            ("detection", lambda: DetectionScorer(client).score_many(explanations, by_latent, progress=False)),
+            ("fuzzing", lambda: FuzzingScorer(client).score_many(explanations, by_latent, progress=False)),
+        ]:
+            t0 = time.perf_counter()
+            outcomes = score()
+            stages.append((name, time.perf_counter() - t0))
+            assert all(o.status == "ok" for o in outcomes), name
+        for name, wall in stages:
+            results.append(_stage(name, recorder.rows, n_latents, wall, concurrency, latency_s))
+        total_wall = sum(w for _, w in stages)
+        total_calls = len([r for r in recorder.rows if r["status"] != "cached"]) / n_latents
+        results.append({"stage": "all", "wall_s": total_wall, "latents_per_min": 60.0 * n_latents / total_wall,
+                        "ideal_latents_per_min": 60.0 * concurrency / (total_calls * latency_s),
+                        "calls_per_latent": total_calls,
+                        "prompt_tokens_per_latent": sum(r["prompt_tokens"] for r in recorder.rows) / n_latents})
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latents", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency", type=float, default=0.2, help="fake server latency per request (s)")
+    parser.add_argument("--score-activating", type=int, default=10, help="activating score windows per latent")
+    parser.add_argument("--score-random", type=int, default=10, help="non-activating score windows per latent")
+    parser.add_argument("--window", type=int, default=32, help="tokens per window")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+    results = run(args.latents, args.concurrency, args.latency, args.score_activating, args.score_random,
+                  args.window)
+    log.info("| stage | wall s | latents/min | ideal latents/min | efficiency | calls/latent | prompt tok/latent |")
+    log.info("|---|---|---|---|---|---|---|")
+    for r in results:
+        log.info("| %s | %.1f | %.0f | %.0f | %.0f%% | %.1f | %.0f |", r["stage"], r["wall_s"], r["latents_per_min"],
+                 r["ideal_latents_per_min"], 100 * r["latents_per_min"] / r["ideal_latents_per_min"],
+                 r["calls_per_latent"], r["prompt_tokens_per_latent"])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
