@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -46,12 +47,13 @@ def fake_server(latency_s: float) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def _stage(name: str, calls_rows: list[dict], n_latents: int, wall_s: float, concurrency: int,
+def _stage(name: str, calls_rows: list[dict], n_latents: int, wall_s: float, cpu_s: float, concurrency: int,
            latency_s: float) -> dict:
     rows = [r for r in calls_rows if r["purpose"] == name and r["status"] != "cached"]
     calls_per_latent = len(rows) / n_latents
     ideal = 60.0 * concurrency / (calls_per_latent * latency_s) if calls_per_latent else float("inf")
     return {"stage": name, "wall_s": wall_s, "latents_per_min": 60.0 * n_latents / wall_s,
+            "client_cpu_ms_per_call": 1000.0 * cpu_s / max(1, len(rows)),
             "ideal_latents_per_min": ideal, "calls_per_latent": calls_per_latent,
             "prompt_tokens_per_latent": sum(r["prompt_tokens"] for r in rows) / n_latents}
 
@@ -62,24 +64,25 @@ def run(n_latents: int, concurrency: int, latency_s: float, n_score: int, n_quie
     results: list[dict] = []
     with fake_server(latency_s) as base_url:
         client, recorder = make_client(base_url, max_concurrency=concurrency, timeout_s=30.0)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         explanations = LLMExplainer(client).explain_many(records, progress=False)
-        stages = [("explain", time.perf_counter() - start)]
+        stages = [("explain", time.perf_counter() - start, time.process_time() - cpu)]
         for name, score in [
             ("simulation", lambda: simulate_and_score_many(explanations, by_latent, LLMSimulator(client),
                                                            progress=False)),
             ("detection", lambda: DetectionScorer(client).score_many(explanations, by_latent, progress=False)),
             ("fuzzing", lambda: FuzzingScorer(client).score_many(explanations, by_latent, progress=False)),
         ]:
-            t0 = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             outcomes = score()
-            stages.append((name, time.perf_counter() - t0))
+            stages.append((name, time.perf_counter() - start, time.process_time() - cpu))
             assert all(o.status == "ok" for o in outcomes), name
-        for name, wall in stages:
-            results.append(_stage(name, recorder.rows, n_latents, wall, concurrency, latency_s))
-        total_wall = sum(w for _, w in stages)
+        for name, wall, cpu_s in stages:
+            results.append(_stage(name, recorder.rows, n_latents, wall, cpu_s, concurrency, latency_s))
+        total_wall = sum(w for _, w, _ in stages)
         total_calls = len([r for r in recorder.rows if r["status"] != "cached"]) / n_latents
         results.append({"stage": "all", "wall_s": total_wall, "latents_per_min": 60.0 * n_latents / total_wall,
+                        "client_cpu_ms_per_call": 1000.0 * sum(c for _, _, c in stages) / (total_calls * n_latents),
                         "ideal_latents_per_min": 60.0 * concurrency / (total_calls * latency_s),
                         "calls_per_latent": total_calls,
                         "prompt_tokens_per_latent": sum(r["prompt_tokens"] for r in recorder.rows) / n_latents})
@@ -98,14 +101,18 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
+    load = os.getloadavg()
     results = run(args.latents, args.concurrency, args.latency, args.score_activating, args.score_random,
                   args.window)
-    log.info("| stage | wall s | latents/min | ideal latents/min | efficiency | calls/latent | prompt tok/latent |")
-    log.info("|---|---|---|---|---|---|---|")
+    log.info("load average before: %s", " ".join(f"{x:.1f}" for x in load))
+    log.info("| stage | wall s | latents/min | ideal latents/min | efficiency | calls/latent | prompt tok/latent "
+             "| client CPU ms/call |")
+    log.info("|---|---|---|---|---|---|---|---|")
     for r in results:
-        log.info("| %s | %.1f | %.0f | %.0f | %.0f%% | %.1f | %.0f |", r["stage"], r["wall_s"], r["latents_per_min"],
-                 r["ideal_latents_per_min"], 100 * r["latents_per_min"] / r["ideal_latents_per_min"],
-                 r["calls_per_latent"], r["prompt_tokens_per_latent"])
+        log.info("| %s | %.1f | %.0f | %.0f | %.0f%% | %.1f | %.0f | %.1f |", r["stage"], r["wall_s"],
+                 r["latents_per_min"], r["ideal_latents_per_min"],
+                 100 * r["latents_per_min"] / r["ideal_latents_per_min"], r["calls_per_latent"],
+                 r["prompt_tokens_per_latent"], r["client_cpu_ms_per_call"])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -16,7 +16,15 @@ from collections.abc import Iterator
 import numpy as np
 import polars as pl
 
-from explain.sample_keys import SALT_QUANTILE, merge_bottom_k, pair_hash, sort_key, split_of
+from explain.sample_keys import (
+    SALT_QUANTILE,
+    descending_key,
+    group_id,
+    merge_bottom_k,
+    pair_hash,
+    sort_key,
+    split_of,
+)
 from explain.sampling_config import SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -53,18 +61,23 @@ def interior_edges(ok_stats: pl.DataFrame) -> np.ndarray:
 
 def summarise_pairs(chunk: pl.DataFrame, edges: np.ndarray, cfg: SamplingConfig) -> pl.DataFrame:
     """Whole-context rows -> one row per (latent, ctx_id): ctx_max, peak_pos, split, decile, key."""
-    pairs = chunk.group_by(["latent", "ctx_id"]).agg(
-        pl.col("value").max().alias("ctx_max"),
-        pl.col("pos").get(pl.col("value").arg_max()).alias("peak_pos"),
+    # first row per pair after a stable sort by value = its max, at its first peak position
+    pairs = (
+        chunk.select("latent", "ctx_id", pl.col("value").alias("ctx_max"), pl.col("pos").alias("peak_pos"))
+        .sort(["ctx_max", "peak_pos"], descending=[True, False], maintain_order=True)
+        .unique(subset=["latent", "ctx_id"], keep="first")
     )
     latent = pairs["latent"].to_numpy()
     ctx_id = pairs["ctx_id"].to_numpy()
     ctx_max = pairs["ctx_max"].to_numpy()
     decile = (ctx_max[:, None] > edges[latent]).sum(axis=1).astype(np.int32)
+    split = split_of(cfg.seed, latent, ctx_id, cfg.explain_fraction)
     return pairs.with_columns(
-        pl.Series("split", split_of(cfg.seed, latent, ctx_id, cfg.explain_fraction)),
+        pl.Series("split", split),
         pl.Series("decile", decile),
         pl.Series("key", sort_key(pair_hash(cfg.seed, SALT_QUANTILE, latent, ctx_id))),
+        pl.Series("top_key", descending_key(ctx_max, ctx_id)),
+        pl.Series("gid", group_id(latent, (split == "score", 2), (decile, 10))),
     )
 
 
@@ -87,9 +100,8 @@ def scan_activating(
     for chunk in iter_whole_contexts(source, cfg.batch_rows):
         n_rows += chunk.height
         pairs = summarise_pairs(chunk, edges, cfg)
-        top = merge_bottom_k(top, pairs.filter(pl.col("split") == "explain"), ["latent"],
-                             ["ctx_max", "ctx_id"], n_top, descending=[True, False])
-        quantile = merge_bottom_k(quantile, pairs, ["latent", "split", "decile"], ["key"], cfg.quantile_pool)
+        top = merge_bottom_k(top, pairs.filter(pl.col("split") == "explain"), "latent", "top_key", n_top)
+        quantile = merge_bottom_k(quantile, pairs, "gid", "key", cfg.quantile_pool)
     log.info("activating pass: %d non-zero rows of %d ok latents", n_rows, ok_stats.height)
     empty = _empty_pairs()
     return (top if top is not None else empty), (quantile if quantile is not None else empty)
@@ -97,4 +109,5 @@ def scan_activating(
 
 def _empty_pairs() -> pl.DataFrame:
     return pl.DataFrame(schema={"latent": pl.Int32, "ctx_id": pl.Int64, "ctx_max": pl.Float32,
-                                "peak_pos": pl.Int32, "split": pl.String, "decile": pl.Int32, "key": pl.Int64})
+                                "peak_pos": pl.Int32, "split": pl.String, "decile": pl.Int32, "key": pl.Int64,
+                                "top_key": pl.Int64, "gid": pl.Int64})

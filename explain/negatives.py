@@ -93,9 +93,10 @@ def similar_candidates(triggers: pl.DataFrame, contexts: pl.DataFrame, cfg: Samp
             continue
         keys = pair_hash(cfg.seed, SALT_SIMILAR, hits["latent"].to_numpy(), hits["ctx_id"].to_numpy())
         hits = hits.with_columns(pl.Series("key", sort_key(keys)))
-        pool = merge_bottom_k(pool, hits, ["latent"], ["key"], cfg.similar_pool)
+        pool = merge_bottom_k(pool, hits, "latent", "key", cfg.similar_pool)
     if pool is None:
         return pl.DataFrame(schema={"latent": pl.Int32, "ctx_id": pl.Int64, "anchor": pl.Int32, "rank": pl.Int64})
+    pool = pool.sort(["latent", "key"])
     return pool.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("latent").alias("rank")).drop("key")
 
 

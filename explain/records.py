@@ -109,21 +109,21 @@ def build_latent_records(examples: pl.DataFrame, contexts: pl.DataFrame,
         .collect(engine="streaming")
         .sort("_row")
     )
-    info = {row["latent"]: row for row in stats.select("latent", "max_act", "frequency").iter_rows(named=True)}
+    info = {row[0]: row[1:] for row in stats.select("latent", "max_act", "frequency").iter_rows()}
+    interned: dict[str, str] = {}  # one str object per distinct token: windows repeat tokens a lot
     records: dict[int, LatentRecord] = {}
-    for row in windows.iter_rows(named=True):
-        latent = int(row["latent"])
+    columns = ["sae_id", "latent", "split", "kind", "quantile", "ctx_id", "acts", "tokens", "token_ids"]
+    for sae_id, latent, split, kind, quantile, ctx_id, acts, tokens, token_ids in windows.select(columns).iter_rows():
         record = records.get(latent)
         if record is None:
-            meta = info.get(latent, {})
-            record = LatentRecord(sae_id=row["sae_id"], latent=latent, explain=[], score=[],
-                                  max_act=float(meta.get("max_act") or 0.0),
-                                  frequency=float(meta.get("frequency") or 0.0))
-            records[latent] = record
-        example = Example(ctx_id=int(row["ctx_id"]), tokens=list(row["tokens"] or []),
-                          acts=np.asarray(row["acts"], dtype=np.float32), kind=row["kind"],
-                          quantile=int(row["quantile"]), token_ids=list(row["token_ids"] or []))
-        (record.explain if row["split"] == "explain" else record.score).append(example)
+            max_act, frequency = info.get(latent, (0.0, 0.0))
+            record = records[latent] = LatentRecord(sae_id=sae_id, latent=int(latent), explain=[], score=[],
+                                                    max_act=float(max_act or 0.0),
+                                                    frequency=float(frequency or 0.0))
+        example = Example(ctx_id=int(ctx_id), tokens=[interned.setdefault(t, t) for t in tokens or []],
+                          acts=np.asarray(acts, dtype=np.float32), kind=kind, quantile=int(quantile),
+                          token_ids=list(token_ids or []))
+        (record.explain if split == "explain" else record.score).append(example)
     for record in records.values():
         record.assert_disjoint()
     return [records[latent] for latent in sorted(records)]

@@ -51,18 +51,28 @@ def sort_key(h: np.ndarray) -> np.ndarray:
     return (h >> np.uint64(1)).astype(np.int64)
 
 
-def keep_bottom_k(frame: pl.DataFrame, by: list[str], order: list[str], k: int,
-                  descending: list[bool] | None = None) -> pl.DataFrame:
-    """Rows with the k smallest `order` values within each `by` group (ties broken by later keys)."""
+def descending_key(values: np.ndarray, ctx_id: np.ndarray) -> np.ndarray:
+    """int64 [n] keys ordering by value descending, then ctx_id ascending (values >= 0, float32)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32).astype(np.int64)
+    return ((0x7FFFFFFF - bits) << 32) | (ctx_id.astype(np.int64) & 0xFFFFFFFF)
+
+
+def group_id(latent: np.ndarray, *parts: tuple[np.ndarray, int]) -> np.ndarray:
+    """int64 [n] id of (latent, part_1, ...) where each part is (values in 0..size-1, size)."""
+    gid = latent.astype(np.int64)
+    for values, size in parts:
+        gid = gid * size + values.astype(np.int64)
+    return gid
+
+
+def keep_bottom_k(frame: pl.DataFrame, group: str, key: str, k: int) -> pl.DataFrame:
+    """Rows with the k smallest (unique int64) `key` values within each `group` (no full sort)."""
     if frame.height == 0:
         return frame
-    desc = [False] * len(by) + (descending or [False] * len(order))
-    ranked = frame.sort(by + order, descending=desc)
-    return ranked.filter(pl.int_range(pl.len()).over(by) < k)
+    return frame.filter(pl.col(key).rank("ordinal").over(group) <= k)
 
 
-def merge_bottom_k(pool: pl.DataFrame | None, chunk: pl.DataFrame, by: list[str], order: list[str], k: int,
-                   descending: list[bool] | None = None) -> pl.DataFrame:
-    """Merge a chunk's candidates into a bounded pool (at most k rows per `by` group)."""
+def merge_bottom_k(pool: pl.DataFrame | None, chunk: pl.DataFrame, group: str, key: str, k: int) -> pl.DataFrame:
+    """Merge a chunk's candidates into a bounded pool (at most k rows per `group`)."""
     merged = chunk if pool is None else pl.concat([pool, chunk], how="vertical")
-    return keep_bottom_k(merged, by, order, k, descending)
+    return keep_bottom_k(merged, group, key, k)

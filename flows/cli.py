@@ -115,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "httpcore", "openai"):  # one line per HTTP request to the Prefect API otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     commands = {"run": _run, "report": _report}
     try:
         if args.command == "train-sae":

@@ -20,6 +20,9 @@ from flows.store import Store
 
 log = logging.getLogger(__name__)
 
+INIT_SAMPLE_TOKENS = 16_384
+"""Tokens whose geometric median initialises the SAE's b_dec."""
+
 
 @dataclass(frozen=True)
 class DataRef:
@@ -97,7 +100,7 @@ def cache_activations(cfg: RunConfig, subject, ds: str, layer: int) -> DataRef:
 
     Training (many epochs, many SAEs) and latent caching then read this file instead of the model.
     """
-    from sae.activation_files import ActivationWriter
+    from sae.activation_files import save_activations
 
     store = Store(cfg.store)
     contexts = read_contexts(store, ds)
@@ -107,10 +110,8 @@ def cache_activations(cfg: RunConfig, subject, ds: str, layer: int) -> DataRef:
     if path.exists():
         log.info("activations already cached at %s", path)
         return ref
-    token_ids = contexts["token_ids"].to_list()
-    with ActivationWriter(path, n_tokens=n_ctx * cfg.ctx_len, d=subject.d_model) as writer:
-        for _ctx_ids, acts, _valid in subject.iter_activation_batches(token_ids, layer, batch_size=64):
-            writer.write(acts.reshape(-1, acts.shape[-1]))
+    batches = subject.iter_activation_batches(contexts["token_ids"].to_list(), layer, batch_size=64)
+    save_activations(path, (acts.reshape(-1, acts.shape[-1]) for _ids, acts, _valid in batches))
     return ref
 
 
@@ -139,7 +140,7 @@ def train_or_load_sae(cfg: RunConfig, data: DataRef) -> str:
 
 
 def _train(cfg: RunConfig, data: DataRef):
-    from sae.activation_files import open_activations, sample_rows, shuffled_batches
+    from sae.activation_files import open_activations, shuffled_batches
     from sae.config import SAEConfig, TrainConfig
     from sae.train import train_sae
 
@@ -148,9 +149,17 @@ def _train(cfg: RunConfig, data: DataRef):
     train_cfg = TrainConfig(tokens=cfg.train_tokens, batch_size=cfg.batch_size, seed=cfg.seed,
                             device=resolve_device(cfg.device))
     batches = shuffled_batches(acts, cfg.batch_size, cfg.train_tokens, seed=cfg.seed)
-    init_sample = sample_rows(acts, 32_768, seed=cfg.seed)
+    init_sample = sample_rows(acts, INIT_SAMPLE_TOKENS, seed=cfg.seed)
     result = train_sae(sae_cfg, train_cfg, batches, init_sample)
     return result.sae, dict(result.stats)
+
+
+def sample_rows(acts: np.ndarray, n: int, seed: int):
+    """Up to `n` random rows of an activation matrix [tokens, d] as a tensor [n, d] (b_dec init)."""
+    import torch
+
+    rows = np.random.default_rng(seed).choice(len(acts), size=min(n, len(acts)), replace=False)
+    return torch.from_numpy(np.asarray(acts[np.sort(rows)], dtype=np.float32))
 
 
 def load_stored_sae(store: Store, sid: str, device: str = "cpu"):

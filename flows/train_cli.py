@@ -28,7 +28,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 def train_sae_command(args: argparse.Namespace) -> int:
     from flows.cli import config_from_args
-    from sae.activation_files import open_activations, sample_rows, shuffled_batches
+    from flows.data_stages import INIT_SAMPLE_TOKENS, sample_rows
+    from sae.activation_files import open_activations, shuffled_batches
     from sae.config import SAEConfig, TrainConfig
     from sae.formats import save_sae
     from sae.train import train_sae
@@ -39,7 +40,7 @@ def train_sae_command(args: argparse.Namespace) -> int:
     sae_cfg = config_from_args(SAEConfig, args, d_in=int(acts.shape[1]))
     train_cfg = config_from_args(TrainConfig, args, batch_size=args.batch_size)
     batches = shuffled_batches(acts, args.batch_size, train_cfg.tokens, seed=train_cfg.seed)
-    result = train_sae(sae_cfg, train_cfg, batches, sample_rows(acts, 32_768, seed=train_cfg.seed))
+    result = train_sae(sae_cfg, train_cfg, batches, sample_rows(acts, INIT_SAMPLE_TOKENS, seed=train_cfg.seed))
     out = Path(args.out)
     save_sae(result.sae, out, metadata={"activations": str(Path(args.activations).resolve()),
                                         "training": dict(result.stats)})

@@ -117,7 +117,11 @@ def _read_hf_dataset(name: str, text_field: str, split: str) -> list[str]:
         )
     import datasets
 
-    dataset = datasets.load_dataset(name, split=split)
+    try:
+        dataset = datasets.load_dataset(name, split=split)
+    except Exception as e:  # noqa: BLE001 - hub/network/config errors all mean "cannot use this corpus"
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"cannot load dataset {name!r} (split {split!r}): {first_line}") from None
     if text_field not in dataset.column_names:
         raise ValueError(f"dataset {name!r}: no column {text_field!r} (columns: {dataset.column_names})")
     return [t for t in dataset[text_field] if isinstance(t, str)]

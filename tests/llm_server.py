@@ -147,6 +147,7 @@ def _mangle(fault: str, text: str, reply: dict[str, Any]) -> tuple[str | None, s
 # ------------------------------------------------------------------ HTTP plumbing
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid 40 ms ACK stalls
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # silence stderr access log
