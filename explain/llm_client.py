@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import openai
+from openai.types.chat import ChatCompletion
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
@@ -273,7 +274,9 @@ class LLMClient:
                                     _JSON_LEVELS[level], use_logprobs, spec.purpose)
             started = time.monotonic()
             try:
-                response = await state.api.chat.completions.create(**kwargs)
+                # the plain POST skips the SDK's per-call parameter transform (~5 ms CPU per request);
+                # errors, retries-off and response parsing are the same as chat.completions.create
+                response = await state.api.post("/chat/completions", body=kwargs, cast_to=ChatCompletion)
             except openai.BadRequestError as exc:
                 if self._downgrade(exc, level, use_logprobs):
                     self._report(spec.key, spec.purpose, 0, 0, time.monotonic() - started, "retry",

@@ -8,6 +8,7 @@ that pass ids and paths between stages, never tensors (PREFECT_NOTES.md).
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,17 +126,20 @@ def train_or_load_sae(cfg: RunConfig, data: DataRef) -> str:
     if (directory / "cfg.json").exists():
         log.info("SAE %s already in the store", sid)
         return sid
+    meta = {"model": model_name(cfg), "layer": data.layer, "dataset_id": data.dataset_id}
     if cfg.sae:
-        sae = load_sae(cfg.sae)
+        sae, stats = load_sae(cfg.sae), None
         if sae.cfg.d_in != data.d_model:
             raise ValueError(f"--sae has d_in {sae.cfg.d_in} but {model_name(cfg)} has d_model {data.d_model}")
-        save_sae(sae, directory, metadata={"source": str(cfg.sae), "layer": data.layer,
-                                           "model": model_name(cfg), "dataset_id": data.dataset_id})
-        return sid
-    sae, stats = _train(cfg, data)
-    save_sae(sae, directory, metadata={"model": model_name(cfg), "layer": data.layer,
-                                       "dataset_id": data.dataset_id, "training": stats})
-    log.info("trained SAE %s: %s", sid, {k: round(v, 4) for k, v in stats.items() if isinstance(v, float)})
+        meta["source"] = str(cfg.sae)
+    else:
+        sae, stats = _train(cfg, data)
+        log.info("trained SAE %s: %s", sid, {k: round(v, 4) for k, v in stats.items() if isinstance(v, float)})
+    # Saved beside the final name and renamed, so a crash never leaves a half-written SAE that a rerun trusts.
+    staging = directory.with_name(f".{sid}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_sae(sae, staging, metadata=meta, training_stats=stats)
+    staging.rename(directory)
     return sid
 
 

@@ -54,7 +54,7 @@ def cache_latents(cfg: RunConfig, data: DataRef, sid: str) -> int:
     starts = range(0, data.n_contexts, ENCODE_BATCH_CONTEXTS)
     for part, start in enumerate(tqdm(starts, desc="encode latents", unit="batch")):
         stop = min(start + ENCODE_BATCH_CONTEXTS, data.n_contexts)
-        x = torch.from_numpy(np.asarray(acts[start * T: stop * T], dtype=np.float32)).to(device)
+        x = torch.from_numpy(np.array(acts[start * T: stop * T], dtype=np.float32)).to(device)
         with torch.no_grad():
             values, indices = sae.encode(x)
         B = stop - start

@@ -42,8 +42,8 @@ def train_sae_command(args: argparse.Namespace) -> int:
     batches = shuffled_batches(acts, args.batch_size, train_cfg.tokens, seed=train_cfg.seed)
     result = train_sae(sae_cfg, train_cfg, batches, sample_rows(acts, INIT_SAMPLE_TOKENS, seed=train_cfg.seed))
     out = Path(args.out)
-    save_sae(result.sae, out, metadata={"activations": str(Path(args.activations).resolve()),
-                                        "training": dict(result.stats)})
+    save_sae(result.sae, out, metadata={"activations": str(Path(args.activations).resolve())},
+             training_stats=dict(result.stats))
     stats = ", ".join(f"{k} {v:.4g}" for k, v in result.stats.items() if isinstance(v, int | float))
     sys.stdout.write(f"saved SAE to {out.resolve()}\n{stats}\n")
     return 0

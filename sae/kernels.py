@@ -116,24 +116,28 @@ def _top_dead(pre: Tensor, dead_mask: Tensor, k_aux: int) -> tuple[Tensor, Tenso
 
 class _TopKEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, b_dec, W_enc, b_enc, k: int, dead_mask: Tensor | None, k_aux: int):
+    def forward(ctx, x, b_dec, W_enc, b_enc, k: int, dead_mask: Tensor | None, k_aux: int, aux_relu: bool):
         x_in = x - b_dec
         pre = torch.addmm(b_enc, x_in, W_enc)  # the one dense matmul: [batch, n_latents]
         top = torch.topk(pre, k, dim=1, sorted=True)
         values, indices = top.values.to(x.dtype).relu(), top.indices
-        aux_values, aux_indices = _top_dead(pre, dead_mask, k_aux) if dead_mask is not None else (
-            values[:, :0], indices[:, :0])
-        aux_values = aux_values.to(x.dtype).relu()
+        if dead_mask is None:
+            aux_values, aux_indices = values[:, :0], indices[:, :0]
+        else:
+            aux_values, aux_indices = _top_dead(pre, dead_mask, k_aux)
+        aux_values = aux_values.to(x.dtype)
+        aux_gate = aux_values > 0 if aux_relu else torch.ones_like(aux_values, dtype=torch.bool)
+        aux_values = aux_values * aux_gate
         del pre, top
-        all_values, all_indices = torch.cat([values, aux_values], 1), torch.cat([indices, aux_indices], 1)
-        ctx.save_for_backward(x_in, W_enc, all_values, all_indices)
+        gate = torch.cat([values > 0, aux_gate], 1)  # where the ReLU passes gradient
+        ctx.save_for_backward(x_in, W_enc, gate, torch.cat([indices, aux_indices], 1))
         ctx.mark_non_differentiable(indices, aux_indices)
         return values, indices, aux_values, aux_indices
 
     @staticmethod
     def backward(ctx, grad_values: Tensor, _gi, grad_aux: Tensor, _ga):
-        x_in, W_enc, values, indices = ctx.saved_tensors
-        grads = torch.cat([grad_values, grad_aux], 1) * (values > 0)  # ReLU gate
+        x_in, W_enc, gate, indices = ctx.saved_tensors
+        grads = torch.cat([grad_values, grad_aux], 1) * gate
         n_latents = W_enc.shape[1]
         grad_x = grad_W = None
         # d loss / d b_enc[i] = sum of the gated grads at latent i; d pre / d b_dec = -W_enc per token
@@ -143,20 +147,21 @@ class _TopKEncode(torch.autograd.Function):
             grad_x = F.embedding_bag(indices, W_enc.t().contiguous(), per_sample_weights=grads, mode="sum")
         if ctx.needs_input_grad[2]:
             grad_W = scatter_outer(indices, grads, x_in, n_latents).t()
-        return grad_x, grad_b_dec, grad_W, grad_b, None, None, None
+        return grad_x, grad_b_dec, grad_W, grad_b, None, None, None, None
 
 
 def topk_encode(
     x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int,
-    dead_mask: Tensor | None = None, k_aux: int = 0,
+    dead_mask: Tensor | None = None, k_aux: int = 0, aux_relu: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """TopK-then-ReLU encoder with a sparse backward.
 
     x [batch, d] (normalised), b_dec [d] (subtracted first), W_enc [d, n], b_enc [n], dead_mask [n] bool.
     Returns values, indices [batch, k] (descending) and the AuxK code aux_values, aux_indices
-    [batch, min(k_aux, n_dead)] (post-ReLU; width 0 when dead_mask is None or nothing is dead).
+    [batch, min(k_aux, n_dead)] (width 0 when dead_mask is None or nothing is dead); aux_relu
+    chooses whether the AuxK pre-activations also pass a ReLU.
     """
-    return _TopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, k_aux)
+    return _TopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, k_aux, aux_relu)
 
 
 def dense_reference_decode(values: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:

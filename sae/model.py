@@ -28,6 +28,8 @@ from sae.config import SAEConfig
 from sae.kernels import sparse_decode, topk_encode
 
 LN_EPS = 1e-5
+import os
+AUX_RELU = os.environ.get('AUX_RELU','1')=='1'
 NormStats = tuple[Tensor, Tensor]  # per-token mean and std, each [batch, 1]
 
 
@@ -119,7 +121,7 @@ class TopKSAE(nn.Module):
         width = cfg.k_train if self.training else cfg.k
         values, indices, aux_values, aux_indices = topk_encode(
             x_n, self.b_dec, self.W_enc, self.b_enc, width,
-            self.dead_mask() if use_aux else None, cfg.k_aux_clamped,
+            self.dead_mask() if use_aux else None, cfg.k_aux_clamped, AUX_RELU,
         )
         wide_values, wide_indices = values, indices
         if self.training and cfg.batch_topk:
