@@ -86,9 +86,9 @@ def _run(args: argparse.Namespace) -> int:
 
     check_run_config(cfg)
     if cfg.dry_run:
-        from flows.llm_stages import dry_run
+        from flows.pipeline import dry_run_flow
 
-        sys.stdout.write(dry_run(cfg) + "\n")
+        sys.stdout.write(dry_run_flow(cfg) + "\n")
         return 0
     from flows.pipeline import pipeline
 

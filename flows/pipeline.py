@@ -66,30 +66,25 @@ def explain_flow(cfg: RunConfig, data: DataRef, sae_id: str, run_id: str) -> str
 
 @flow(name="score")
 def score_flow(cfg: RunConfig, data: DataRef, sae_id: str, explainer: str, run_id: str) -> dict:
-    """Score the explanations and their random baseline with every requested scorer."""
+    """Score the explanations and their random baseline with every requested scorer.
+
+    N2G explanations are simulated by pattern matching; LLM explanations (free text) by the LLM
+    simulator; detection and fuzzing always ask the LLM.
+    """
     baseline = explain_stages.store_random_baseline(cfg, sae_id, explainer, run_id)
+    llm_scorers = [s for s in cfg.scorers if s != "simulation" or cfg.explainer == "llm"]
     counts = {}
     for name in (explainer, baseline):
-        if "simulation" in cfg.scorers:
-            simulator = _simulator(cfg)
+        if "simulation" in cfg.scorers and cfg.explainer == "n2g":
+            from score.n2g_simulator import N2GSimulator
+
             counts[f"{name}/simulation"] = explain_stages.score_by_simulation(
-                cfg, data, sae_id, name, simulator, run_id)
-        other = [s for s in cfg.scorers if s != "simulation"]
-        if other:
+                cfg, data, sae_id, name, N2GSimulator(), run_id)
+        if llm_scorers:
             from flows.llm_stages import score_with_llm
 
-            counts.update(score_with_llm(cfg, data, sae_id, name, other, run_id))
+            counts.update(score_with_llm(cfg, data, sae_id, name, llm_scorers, run_id))
     return counts
-
-
-def _simulator(cfg: RunConfig):
-    if cfg.explainer == "llm":
-        from flows.llm_stages import llm_simulator
-
-        return llm_simulator(cfg)
-    from score.n2g_simulator import N2GSimulator
-
-    return N2GSimulator()
 
 
 @flow(name="report")
@@ -98,6 +93,18 @@ def report_flow(cfg: RunConfig, sae_id: str) -> str:
     from flows.reports import write_reports
 
     return str(write_reports(Store(cfg.store), sae_id))
+
+
+@flow(name="dry-run")
+def dry_run_flow(cfg: RunConfig) -> str:
+    """Every stage that costs no LLM call (data, SAE, cache, examples), then the LLM cost estimate."""
+    from flows.llm_stages import estimate_llm_cost
+
+    data = prepare_data_flow(cfg)
+    sid = sae_flow(cfg, data)
+    latent_cache_flow(cfg, data, sid)
+    sampling_flow(cfg, data, sid)
+    return estimate_llm_cost(cfg, data, sid)
 
 
 def code_version() -> str:
@@ -143,6 +150,10 @@ def pipeline(cfg: RunConfig) -> dict:
     except BaseException as exc:
         record_run(cfg, run_id, "failed", started, f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        from flows.llm_stages import close_session
+
+        close_session(run_id)
     record_run(cfg, run_id, "ok", started)
     summary = {"run_id": run_id, "sae_id": sid, "data": asdict(data), "scored": counts, "report": report,
                "timings_s": timings, "wall_s": round(time.perf_counter() - clock, 1)}

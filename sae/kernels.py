@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-
 def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
     """A CSR matrix, without torch's per-construction "sparse CSR is beta" warning."""
     with warnings.catch_warnings():
@@ -116,52 +115,51 @@ def _top_dead(pre: Tensor, dead_mask: Tensor, k_aux: int) -> tuple[Tensor, Tenso
 
 class _TopKEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, b_dec, W_enc, b_enc, k: int, dead_mask: Tensor | None, k_aux: int, aux_relu: bool):
-        x_in = x - b_dec
-        pre = torch.addmm(b_enc, x_in, W_enc)  # the one dense matmul: [batch, n_latents]
+    def forward(ctx, x, b_dec, W_enc, b_enc, k: int, dead_mask: Tensor | None, k_aux: int):
+        # (x - b_dec) @ W_enc + b_enc without materialising x - b_dec: the one dense matmul
+        pre = torch.addmm(b_enc - b_dec @ W_enc, x, W_enc)  # [batch, n_latents]
         top = torch.topk(pre, k, dim=1, sorted=True)
         values, indices = top.values.to(x.dtype).relu(), top.indices
         if dead_mask is None:
             aux_values, aux_indices = values[:, :0], indices[:, :0]
         else:
             aux_values, aux_indices = _top_dead(pre, dead_mask, k_aux)
-        aux_values = aux_values.to(x.dtype)
-        aux_gate = aux_values > 0 if aux_relu else torch.ones_like(aux_values, dtype=torch.bool)
-        aux_values = aux_values * aux_gate
+        aux_values = aux_values.to(x.dtype).relu()  # as OpenAI's reference: AuxK values pass the ReLU too
         del pre, top
-        gate = torch.cat([values > 0, aux_gate], 1)  # where the ReLU passes gradient
-        ctx.save_for_backward(x_in, W_enc, gate, torch.cat([indices, aux_indices], 1))
+        gate = torch.cat([values, aux_values], 1) > 0  # where the ReLU passes gradient
+        ctx.save_for_backward(x, b_dec, W_enc, gate, torch.cat([indices, aux_indices], 1))
         ctx.mark_non_differentiable(indices, aux_indices)
         return values, indices, aux_values, aux_indices
 
     @staticmethod
     def backward(ctx, grad_values: Tensor, _gi, grad_aux: Tensor, _ga):
-        x_in, W_enc, gate, indices = ctx.saved_tensors
+        x, b_dec, W_enc, gate, indices = ctx.saved_tensors
         grads = torch.cat([grad_values, grad_aux], 1) * gate
         n_latents = W_enc.shape[1]
         grad_x = grad_W = None
         # d loss / d b_enc[i] = sum of the gated grads at latent i; d pre / d b_dec = -W_enc per token
-        grad_b = x_in.new_zeros(n_latents).index_add_(0, indices.reshape(-1), grads.reshape(-1))
+        grad_b = x.new_zeros(n_latents).index_add_(0, indices.reshape(-1), grads.reshape(-1))
         grad_b_dec = -(W_enc @ grad_b) if ctx.needs_input_grad[1] else None
         if ctx.needs_input_grad[0]:
             grad_x = F.embedding_bag(indices, W_enc.t().contiguous(), per_sample_weights=grads, mode="sum")
         if ctx.needs_input_grad[2]:
-            grad_W = scatter_outer(indices, grads, x_in, n_latents).t()
-        return grad_x, grad_b_dec, grad_W, grad_b, None, None, None, None
+            # S.T @ (x - b_dec) = S.T @ x - (S.T @ 1) b_dec, and S.T @ 1 is grad_b
+            grad_W_t = scatter_outer(indices, grads, x, n_latents)
+            grad_W = grad_W_t.sub_(torch.outer(grad_b, b_dec)).t()
+        return grad_x, grad_b_dec, grad_W, grad_b, None, None, None
 
 
 def topk_encode(
     x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int,
-    dead_mask: Tensor | None = None, k_aux: int = 0, aux_relu: bool = True,
+    dead_mask: Tensor | None = None, k_aux: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """TopK-then-ReLU encoder with a sparse backward.
 
     x [batch, d] (normalised), b_dec [d] (subtracted first), W_enc [d, n], b_enc [n], dead_mask [n] bool.
     Returns values, indices [batch, k] (descending) and the AuxK code aux_values, aux_indices
-    [batch, min(k_aux, n_dead)] (width 0 when dead_mask is None or nothing is dead); aux_relu
-    chooses whether the AuxK pre-activations also pass a ReLU.
+    [batch, min(k_aux, n_dead)] (post-ReLU; width 0 when dead_mask is None or nothing is dead).
     """
-    return _TopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, k_aux, aux_relu)
+    return _TopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, k_aux)
 
 
 def dense_reference_decode(values: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:

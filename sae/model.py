@@ -22,14 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sae.config import SAEConfig
 from sae.kernels import sparse_decode, topk_encode
 
 LN_EPS = 1e-5
-import os
-AUX_RELU = os.environ.get('AUX_RELU','1')=='1'
 NormStats = tuple[Tensor, Tensor]  # per-token mean and std, each [batch, 1]
 
 
@@ -55,8 +54,9 @@ class SAEOutput:
 
 def normalized_error(x_hat: Tensor, x: Tensor) -> Tensor:
     """sum ||x_hat - x||^2 / sum ||x - mean_batch(x)||^2 (the batch FVU; 0/0 gives 0)."""
-    total = (x - x.mean(0)).pow(2).sum()
-    return (x_hat - x).pow(2).sum() / total.clamp_min(torch.finfo(x.dtype).tiny)
+    with torch.no_grad():  # the target's spread is a constant of the loss
+        total = x.var(0, unbiased=False).sum() * x.shape[0]
+    return F.mse_loss(x_hat, x, reduction="sum") / total.clamp_min(torch.finfo(x.dtype).tiny)
 
 
 class TopKSAE(nn.Module):
@@ -121,7 +121,7 @@ class TopKSAE(nn.Module):
         width = cfg.k_train if self.training else cfg.k
         values, indices, aux_values, aux_indices = topk_encode(
             x_n, self.b_dec, self.W_enc, self.b_enc, width,
-            self.dead_mask() if use_aux else None, cfg.k_aux_clamped, AUX_RELU,
+            self.dead_mask() if use_aux else None, cfg.k_aux_clamped,
         )
         wide_values, wide_indices = values, indices
         if self.training and cfg.batch_topk:

@@ -52,7 +52,9 @@ SCORE_SCHEMA: dict[str, pl.DataType] = {
     "n_tokens": pl.Int64(),
     "n_positive": pl.Int64(),
     "run_id": pl.String(),
+    "balanced_accuracy": pl.Float64(),
 }
+"""`balanced_accuracy` is filled by the detection/fuzzing scorers (per context); null for simulation."""
 
 
 @runtime_checkable

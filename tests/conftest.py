@@ -21,3 +21,18 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+TINY_RUN = dict(max_contexts=160, n_latents=512, k=16, train_tokens=40_000, batch_size=1024, layer=2,
+                max_latents=60, dead_tokens=20_000)
+"""A whole pipeline in about a minute: real MiniLM, 160 pydoc contexts, a 512-latent SAE."""
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prefect_server, tmp_path_factory):
+    """(RunConfig, summary) of one finished default-explainer pipeline run on a tiny config."""
+    from flows.config import RunConfig
+    from flows.pipeline import pipeline
+
+    cfg = RunConfig(store=str(tmp_path_factory.mktemp("store")), **TINY_RUN)
+    return cfg, pipeline(cfg)

@@ -15,22 +15,15 @@ import polars as pl
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from flows.config import RunConfig
 from flows.store import Store
 
 pytestmark = pytest.mark.integration
 
-TINY = dict(max_contexts=160, n_latents=512, k=16, train_tokens=40_000, batch_size=1024, layer=2,
-            max_latents=60, dead_tokens=20_000)
 
 
 @pytest.fixture(scope="module")
-def finished_run(prefect_server, tmp_path_factory):
-    from flows.pipeline import pipeline
-
-    cfg = RunConfig(store=str(tmp_path_factory.mktemp("store")), **TINY)
-    summary = pipeline(cfg)
-    return cfg, summary
+def finished_run(tiny_run):
+    return tiny_run
 
 
 def test_every_table_is_written(finished_run):

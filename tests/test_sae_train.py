@@ -1,0 +1,136 @@
+"""Training with known answers: planted dictionary recovery, decoder constraints, AuxK revival."""
+
+import pytest
+import torch
+
+from sae.config import SAEConfig, TrainConfig
+from sae.model import TopKSAE
+from sae.train import make_optimizer, train_sae, training_step, update_dead_counter
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Planted:
+    """x = sum of `active` random unit atoms per token, magnitudes uniform in [0.5, 1.5]."""
+
+    def __init__(self, d: int, n_atoms: int, active: int, seed: int = 0):
+        self.gen = torch.Generator().manual_seed(seed)
+        atoms = torch.randn(n_atoms, d, generator=self.gen)
+        self.atoms = atoms / atoms.norm(dim=1, keepdim=True)
+        self.active = active
+
+    def sample(self, n_tokens: int) -> torch.Tensor:
+        chosen = torch.rand(n_tokens, len(self.atoms), generator=self.gen).topk(self.active, dim=1).indices
+        mags = torch.rand(n_tokens, self.active, generator=self.gen) + 0.5
+        return torch.einsum("bk,bkd->bd", mags, self.atoms[chosen])
+
+    def batches(self, batch_size: int):
+        while True:
+            yield self.sample(batch_size)
+
+    def mean_max_cosine(self, sae: TopKSAE) -> float:
+        return float((self.atoms @ sae.W_dec.detach().T).max(1).values.mean())
+
+
+def _train_planted(steps: int, **sae_overrides):
+    data = Planted(d=64, n_atoms=512, active=8)
+    sae_cfg = SAEConfig(**{"d_in": 64, "n_latents": 512, "k": 8, "normalize_activations": "none", **sae_overrides})
+    train_cfg = TrainConfig(tokens=steps * 512, batch_size=512, lr=2e-3, progress=False, log_every=50)
+    return data, train_sae(sae_cfg, train_cfg, data.batches(512), data.sample(2048))
+
+
+def test_planted_dictionary_is_recovered():
+    """d 64, 512 atoms, 8 active per token: every atom gets a decoder row (mean max cosine >= 0.95)."""
+    data, result = _train_planted(steps=400)
+    assert data.mean_max_cosine(result.sae) >= 0.95
+    stats = result.stats
+    assert stats["tokens_seen"] == 400 * 512 and stats["steps"] == 400
+    assert stats["l0"] == 8 and stats["dead_fraction"] == 0
+    assert 0 < stats["fvu"] < 0.5 and 0 < stats["nmse"] < 0.5
+
+
+VARIANTS = [{"multi_topk": True}, {"batch_topk": True}, {"normalize_activations": "layer_norm"}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_planted_dictionary_is_recovered_by_variants(variant):
+    data, result = _train_planted(steps=800, **variant)
+    if variant.get("normalize_activations") == "layer_norm":
+        return  # atoms are only defined up to the per-token centring; check it trains
+    assert data.mean_max_cosine(result.sae) >= 0.95
+
+
+def test_decoder_rows_have_unit_norm_after_every_step():
+    data = Planted(d=16, n_atoms=64, active=4)
+    worst = []
+
+    def check(step, sae, out):
+        worst.append(float((sae.W_dec.detach().norm(dim=1) - 1).abs().max()))
+
+    sae_cfg = SAEConfig(d_in=16, n_latents=64, k=4, multi_topk=True)
+    train_sae(sae_cfg, TrainConfig(tokens=30 * 128, lr=1e-2, progress=False, ema_decay=0.9, grad_clip=1.0),
+              data.batches(128), data.sample(256), callback=check)
+    assert len(worst) == 30 and max(worst) <= 1e-5
+
+
+def test_decoder_gradient_has_no_component_along_its_rows_at_the_step():
+    data = Planted(d=16, n_atoms=64, active=4)
+    sae = TopKSAE(SAEConfig(d_in=16, n_latents=64, k=4))
+    optimizer = make_optimizer(sae, TrainConfig(lr=1e-3))
+    along = []
+    optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: along.append(float((sae.W_dec.grad * sae.W_dec).sum(1).abs().max()))
+    )
+    for _ in range(5):
+        training_step(sae, optimizer, data.sample(128), TrainConfig())
+    assert len(along) == 5 and max(along) < 1e-6
+
+
+def test_dead_counter_counts_tokens_since_last_firing():
+    sae = TopKSAE(SAEConfig(d_in=4, n_latents=6, k=2, dead_tokens=10))
+    values = torch.tensor([[1.0, 0.0], [2.0, 3.0], [0.5, 0.0]])
+    indices = torch.tensor([[0, 1], [0, 2], [3, 4]])
+    sae.tokens_since_fired[:] = 8
+    update_dead_counter(sae, values, indices)
+    assert sae.tokens_since_fired.tolist() == [0, 11, 0, 0, 11, 11]  # latent 1 and 4 only had zeros
+    assert sae.dead_mask().tolist() == [False, True, False, False, True, True]
+
+
+def _train_half_dead(aux_coef: float, steps: int = 300) -> list[float]:
+    """Dead-latent-prone start: half the latents begin with b_enc = -2, below every live latent."""
+    data = Planted(d=32, n_atoms=512, active=4)
+    torch.manual_seed(0)
+    cfg = SAEConfig(d_in=32, n_latents=256, k=4, normalize_activations="none", dead_tokens=2048,
+                    aux_coef=aux_coef, k_aux=16)
+    sae = TopKSAE(cfg)
+    sae.init_b_dec(data.sample(2048))
+    with torch.no_grad():
+        sae.b_enc[128:] = -2.0
+    train_cfg = TrainConfig(lr=2e-3)
+    optimizer = make_optimizer(sae, train_cfg)
+    dead = []
+    for step in range(1, steps + 1):
+        training_step(sae, optimizer, data.sample(512), train_cfg)
+        if step % 100 == 0:
+            dead.append(float(sae.dead_mask().float().mean()))
+    return dead
+
+
+def test_auxk_revives_dead_latents():
+    without, with_aux = _train_half_dead(0.0), _train_half_dead(1 / 32)
+    # no gradient ever reaches a latent that never fires: without AuxK half stay dead
+    assert without == [0.5, 0.5, 0.5]
+    # AuxK trains dead latents on the residual until they fire again (measured: ~0.36, ~0.07, ~0.02)
+    assert with_aux[-1] < 0.1 and with_aux[-1] < with_aux[0]
+
+
+def test_train_sae_rejects_empty_batches():
+    with pytest.raises(ValueError, match="no batches"):
+        train_sae(SAEConfig(d_in=4, n_latents=8, k=2), TrainConfig(progress=False), [], torch.randn(10, 4))
