@@ -4,8 +4,8 @@ For each dictionary size, on the same random [batch, d_in] data and config (fp32
 normalisation, no dead latents yet), it times:
 - ours: one full `sae.train.training_step` (forward, sparse backward, decoder-gradient projection,
   fused Adam, decoder renormalisation, dead-latent counters);
-- limit: the dense encoder matmul alone (b_enc + x @ W_enc, 2*d_in*n FLOP per token), the one dense
-  op a TopK SAE needs, so its tokens/s bounds any trainer from above;
+- limit: the dense encoder matmul alone (x @ W_enc, 2*d_in*n FLOP per token, without even the bias),
+  the one dense op a TopK SAE needs, so its tokens/s bounds any trainer from above;
 - SAELens (when `sae_lens` imports): `TopKTrainingSAE.training_forward_pass` + backward + grad
   clipping + Adam, the same work as SAELens's own `SAETrainer._train_step`; with
   `use_sparse_activations` False (its default) and True.
@@ -42,8 +42,8 @@ def ours(d_in: int, n: int, k: int) -> Step:
 
 
 def limit(d_in: int, n: int, k: int) -> Step:
-    W_enc, b_enc = torch.randn(d_in, n) / d_in**0.5, torch.zeros(n)
-    return lambda x: torch.addmm(b_enc, x, W_enc)
+    W_enc = torch.randn(d_in, n) / d_in**0.5
+    return lambda x: torch.mm(x, W_enc)
 
 
 def saelens(d_in: int, n: int, k: int, sparse: bool) -> Step | None:
@@ -123,8 +123,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (SAELens: 1 step each)")
     parser.add_argument("--per-round", type=int, default=2, help="steps of ours/limit per round")
     parser.add_argument("--no-saelens", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for n in args.sizes:
         run(args.d_in, n, args.k, args.batch, args.rounds, args.per_round, not args.no_saelens)

@@ -59,31 +59,43 @@ def _norm(tokens: list[str], ignore_case: bool) -> list[str]:
     return [t.lower() for t in tokens] if ignore_case else list(tokens)
 
 
-def _index_ngrams(examples: list[Example], max_n: int, ignore_case: bool) -> dict[tuple[str, ...], list[int]]:
-    """Every n-gram of the explain set -> flat ids of the tokens where it ends."""
-    table: dict[tuple[str, ...], list[int]] = defaultdict(list)
-    offset = 0
+def _ends(examples: list[Example], ignore_case: bool) -> tuple[list[str], list[float], list[int]]:
+    """Flattened explain set: tokens, acts, and for each token the flat index where its example starts."""
+    tokens: list[str] = []
+    acts: list[float] = []
+    starts: list[int] = []
     for example in examples:
-        tokens = _norm(example.tokens, ignore_case)
-        for i in range(len(tokens)):
-            for n in range(1, min(max_n, i + 1) + 1):
-                table[tuple(tokens[i - n + 1:i + 1])].append(offset + i)
-        offset += len(tokens)
-    return table
+        starts.extend([len(tokens)] * len(example.tokens))
+        tokens.extend(_norm(example.tokens, ignore_case))
+        acts.extend(np.asarray(example.acts, dtype=np.float64).tolist())
+    return tokens, acts, starts
+
+
+def _ngrams_ending_at(i: int, tokens: list[str], start: int, max_n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i - n + 1:i + 1]) for n in range(1, min(max_n, i - start + 1) + 1)]
 
 
 def _candidates(examples: list[Example], cfg: N2GConfig) -> list[_Candidate]:
-    """N-grams ending at activating tokens, with their positive / negative match sets."""
-    acts = np.concatenate([np.asarray(e.acts, dtype=np.float64) for e in examples]) if examples else np.zeros(0)
-    table = _index_ngrams(examples, cfg.max_n, cfg.ignore_case)
+    """N-grams ending at >= min_support activating tokens, with their positive / negative match sets."""
+    tokens, acts, starts = _ends(examples, cfg.ignore_case)
+    positives: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, act in enumerate(acts):
+        if act > 0:
+            for ngram in _ngrams_ending_at(i, tokens, starts[i], cfg.max_n):
+                positives[ngram].append(i)
+    kept = {g: ends for g, ends in positives.items() if len(ends) >= cfg.min_support}
+    last_tokens = {g[-1] for g in kept}
+    negatives: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, act in enumerate(acts):
+        if act <= 0 and tokens[i] in last_tokens:  # cheap filter: most tokens end no kept n-gram
+            for ngram in _ngrams_ending_at(i, tokens, starts[i], cfg.max_n):
+                if ngram in kept:
+                    negatives[ngram].append(i)
     out = []
-    for ngram, ends in table.items():
-        ends_arr = np.asarray(ends)
-        hit = acts[ends_arr] > 0
-        positives = frozenset(ends_arr[hit].tolist())
-        if len(positives) < cfg.min_support:
-            continue
-        candidate = _Candidate(ngram, positives, frozenset(ends_arr[~hit].tolist()), float(acts[ends_arr].mean()))
+    for ngram, ends in kept.items():
+        misses = negatives.get(ngram, [])
+        mean_act = sum(acts[i] for i in ends) / (len(ends) + len(misses))
+        candidate = _Candidate(ngram, frozenset(ends), frozenset(misses), mean_act)
         if candidate.precision >= cfg.min_precision:
             out.append(candidate)
     return out

@@ -93,6 +93,7 @@ def build_latent_records(examples: pl.DataFrame, contexts: pl.DataFrame,
     examples: sae_id, latent, split, kind, quantile, ctx_id, start, acts (list[f32], [window]).
     contexts: ctx_id, token_ids (list[int]), tokens (list[str]); tokens of an example are
     contexts.tokens[start : start + len(acts)]. stats: latent_stats rows (max_act, frequency).
+    Token strings are shared between examples (one str object per distinct token).
     """
     import polars as pl  # local: records stay importable without polars for plain consumers
 
@@ -109,20 +110,26 @@ def build_latent_records(examples: pl.DataFrame, contexts: pl.DataFrame,
         .collect(engine="streaming")
         .sort("_row")
     )
+    lengths = windows["acts"].list.len().to_numpy()
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+    flat_acts = windows["acts"].explode().to_numpy().astype(np.float32)
+    flat_ids = windows["token_ids"].explode().to_list()
+    interned: dict = {}  # windows repeat tokens a lot: share one object per distinct token / id
+    flat_tokens = [interned.setdefault(t, t) for t in windows["tokens"].explode().to_list()]
+    flat_ids = [interned.setdefault(i, i) for i in flat_ids]
     info = {row[0]: row[1:] for row in stats.select("latent", "max_act", "frequency").iter_rows()}
-    interned: dict[str, str] = {}  # one str object per distinct token: windows repeat tokens a lot
     records: dict[int, LatentRecord] = {}
-    columns = ["sae_id", "latent", "split", "kind", "quantile", "ctx_id", "acts", "tokens", "token_ids"]
-    for sae_id, latent, split, kind, quantile, ctx_id, acts, tokens, token_ids in windows.select(columns).iter_rows():
+    columns = ["sae_id", "latent", "split", "kind", "quantile", "ctx_id"]
+    for row, (sae_id, latent, split, kind, quantile, ctx_id) in enumerate(windows.select(columns).iter_rows()):
         record = records.get(latent)
         if record is None:
             max_act, frequency = info.get(latent, (0.0, 0.0))
             record = records[latent] = LatentRecord(sae_id=sae_id, latent=int(latent), explain=[], score=[],
                                                     max_act=float(max_act or 0.0),
                                                     frequency=float(frequency or 0.0))
-        example = Example(ctx_id=int(ctx_id), tokens=[interned.setdefault(t, t) for t in tokens or []],
-                          acts=np.asarray(acts, dtype=np.float32), kind=kind, quantile=int(quantile),
-                          token_ids=list(token_ids or []))
+        lo, hi = bounds[row], bounds[row + 1]
+        example = Example(ctx_id=int(ctx_id), tokens=flat_tokens[lo:hi], acts=flat_acts[lo:hi].copy(),
+                          kind=kind, quantile=int(quantile), token_ids=flat_ids[lo:hi])
         (record.explain if split == "explain" else record.score).append(example)
     for record in records.values():
         record.assert_disjoint()

@@ -117,7 +117,8 @@ class _TopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, b_dec, W_enc, b_enc, k: int, dead_mask: Tensor | None, k_aux: int):
         # (x - b_dec) @ W_enc + b_enc without materialising x - b_dec: the one dense matmul
-        pre = torch.addmm(b_enc - b_dec @ W_enc, x, W_enc)  # [batch, n_latents]
+        # (addmm would first copy the broadcast bias into the output: slower on CPU than add_ after)
+        pre = torch.mm(x, W_enc).add_(b_enc - b_dec @ W_enc)  # [batch, n_latents]
         top = torch.topk(pre, k, dim=1, sorted=True)
         values, indices = top.values.to(x.dtype).relu(), top.indices
         if dead_mask is None:

@@ -55,7 +55,7 @@ class SAEOutput:
 def normalized_error(x_hat: Tensor, x: Tensor) -> Tensor:
     """sum ||x_hat - x||^2 / sum ||x - mean_batch(x)||^2 (the batch FVU; 0/0 gives 0)."""
     with torch.no_grad():  # the target's spread is a constant of the loss
-        total = x.var(0, unbiased=False).sum() * x.shape[0]
+        total = (x - x.mean(0)).pow_(2).sum()
     return F.mse_loss(x_hat, x, reduction="sum") / total.clamp_min(torch.finfo(x.dtype).tiny)
 
 
