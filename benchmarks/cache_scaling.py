@@ -138,7 +138,8 @@ def run_worker(args: argparse.Namespace) -> dict:
         t2 = time.perf_counter()
         n_nonzero = nonzeros.select(pl.len()).collect().item()
     return {
-        "scale": args.worker_scale, "source": args.source, "tokens": n_tokens, "contexts": contexts.height, "nonzeros": n_nonzero,
+        "scale": args.worker_scale, "source": args.source, "tokens": n_tokens, "contexts": contexts.height,
+        "nonzeros": n_nonzero,
         "ok_latents": stats.filter(pl.col("status") == "ok").height, "examples": examples.height,
         "encode_stats_s": round(t1 - t0, 1), "sample_s": round(t2 - t1, 1), "total_s": round(t2 - t0, 1),
         "tokens_per_s": round(n_tokens / (t2 - t0)), "encode_tokens_per_s": round(n_tokens / (t1 - t0)),

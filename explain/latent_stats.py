@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 N_DECILE_EDGES = 11
 """min, the 9 interior decile edges, max."""
@@ -17,6 +17,8 @@ N_DECILE_EDGES = 11
 
 class LatentStatsConfig(BaseModel):
     """Which latents are worth explaining."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     min_contexts: int = Field(default=10, ge=1)
     """A latent active in fewer contexts than this is 'too_few' (not enough examples to explain+score)."""

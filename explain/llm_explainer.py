@@ -30,7 +30,7 @@ EXPLAINER_NAME = "llm"
 class LLMExplainerConfig(BaseModel):
     """What the explainer shows the model and how long an answer may be."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     max_activating: int = Field(default=20, ge=1)
     """Activating explain-set examples shown per latent (in sampling order)."""

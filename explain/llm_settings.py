@@ -16,7 +16,7 @@ JsonMode = Literal["auto", "schema", "json_object", "off"]
 class ModelPrice(BaseModel):
     """USD per million tokens for one model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     prompt_per_m: float = 0.0
     """USD per 1M prompt (input) tokens."""
@@ -39,7 +39,7 @@ class PriceTable(BaseModel):
     """Per-model prices; a model matches its exact name, else the longest listed prefix
     (so "gpt-4o-mini-2024-07-18" uses "gpt-4o-mini"). Unknown models cost 0 (local servers)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
     """Model name (or name prefix) -> price."""
@@ -62,7 +62,7 @@ class PriceTable(BaseModel):
 class LLMSettings(BaseModel):
     """How to reach and pace an OpenAI-compatible chat-completions endpoint."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     model: str = "gpt-4o-mini"
     """Model name sent to the server (also the price-table key)."""

@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from explain.records import Example, Explanation, LatentRecord
 
@@ -26,6 +26,8 @@ ALGORITHM_VERSION = "n2g-v1"
 
 class N2GConfig(BaseModel):
     """N2G pattern mining."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     max_n: int = Field(default=3, ge=1)
     """Longest n-gram, in tokens, ending at the activating token."""

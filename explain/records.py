@@ -102,21 +102,19 @@ def build_latent_records(examples: pl.DataFrame, contexts: pl.DataFrame,
     windows = (
         examples.lazy()
         .with_row_index("_row")
-        .join(contexts.lazy().select("ctx_id", "token_ids", "tokens"), on="ctx_id", how="left")
-        .with_columns(
-            pl.col("tokens").list.slice(pl.col("start"), pl.col("acts").list.len()),
-            pl.col("token_ids").list.slice(pl.col("start"), pl.col("acts").list.len()),
-        )
+        .join(contexts.lazy().select("ctx_id", "token_ids"), on="ctx_id", how="left")
+        .with_columns(pl.col("token_ids").list.slice(pl.col("start"), pl.col("acts").list.len()))
         .collect(engine="streaming")
         .sort("_row")
     )
     lengths = windows["acts"].list.len().to_numpy()
-    bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+    bounds = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).tolist()
     flat_acts = windows["acts"].explode().to_numpy().astype(np.float32)
-    flat_ids = windows["token_ids"].explode().to_list()
-    interned: dict = {}  # windows repeat tokens a lot: share one object per distinct token / id
-    flat_tokens = [interned.setdefault(t, t) for t in windows["tokens"].explode().to_list()]
-    flat_ids = [interned.setdefault(i, i) for i in flat_ids]
+    flat_ids = windows["token_ids"].explode().to_numpy().astype(np.int64)
+    # Shared objects: one str / int per vocabulary entry, fancy-indexed in C (windows repeat tokens a lot).
+    token_of, id_of = _vocab_tables(contexts, int(flat_ids.max(initial=0)) + 1)
+    flat_tokens = token_of[flat_ids]
+    flat_id_objs = id_of[flat_ids]
     info = {row[0]: row[1:] for row in stats.select("latent", "max_act", "frequency").iter_rows()}
     records: dict[int, LatentRecord] = {}
     columns = ["sae_id", "latent", "split", "kind", "quantile", "ctx_id"]
@@ -128,9 +126,26 @@ def build_latent_records(examples: pl.DataFrame, contexts: pl.DataFrame,
                                                     max_act=float(max_act or 0.0),
                                                     frequency=float(frequency or 0.0))
         lo, hi = bounds[row], bounds[row + 1]
-        example = Example(ctx_id=int(ctx_id), tokens=flat_tokens[lo:hi], acts=flat_acts[lo:hi].copy(),
-                          kind=kind, quantile=int(quantile), token_ids=flat_ids[lo:hi])
+        example = Example(ctx_id=int(ctx_id), tokens=flat_tokens[lo:hi].tolist(), acts=flat_acts[lo:hi].copy(),
+                          kind=kind, quantile=int(quantile), token_ids=flat_id_objs[lo:hi].tolist())
         (record.explain if split == "explain" else record.score).append(example)
     for record in records.values():
         record.assert_disjoint()
     return [records[latent] for latent in sorted(records)]
+
+
+def _vocab_tables(contexts: pl.DataFrame, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Object arrays [size]: token string and int object of every token id found in `contexts`."""
+    import polars as pl
+
+    pairs = (
+        contexts.lazy()
+        .select(pl.col("token_ids").explode().alias("id"), pl.col("tokens").explode().alias("token"))
+        .unique()
+        .collect(engine="streaming")
+    )
+    if pairs["id"].n_unique() != pairs.height:
+        raise ValueError("contexts map one token id to several token strings")
+    token_of = np.full(max(size, int(pairs["id"].max() or 0) + 1), "", dtype=object)
+    token_of[pairs["id"].to_numpy()] = np.array(pairs["token"].to_list(), dtype=object)
+    return token_of, np.arange(len(token_of)).astype(object)

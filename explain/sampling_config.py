@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class SamplingConfig(BaseModel):
     """Per-latent example sets. Defaults give N2G and an LLM explainer enough to work with and a
     score set that covers the activation range plus verified and hard negatives."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     seed: int = 0
     """Seed of every draw (split assignment, quantile picks, random and similar negatives)."""

@@ -48,10 +48,11 @@ def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], ski
             continue
         choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
         default = field.default if not isinstance(field.default, list) else ",".join(field.default)
-        suffix = "" if default is None else f" (default: {default})"
+        required = field.is_required()
+        suffix = "" if default is None or required else f" (default: {default})"
         flags = [flag, *FLAG_ALIASES.get(name, ())]
         parser.add_argument(*flags, dest=name, type=base if base in (int, float) else str, choices=choices,
-                            default=None, help=help_text + suffix)
+                            default=None, required=required, help=help_text + suffix)
 
 
 def config_from_args(model: type[BaseModel], args: argparse.Namespace, **extra) -> BaseModel:

@@ -34,8 +34,6 @@ def train_sae_command(args: argparse.Namespace) -> int:
     from sae.formats import save_sae
     from sae.train import train_sae
 
-    if args.n_latents is None or args.k is None:
-        raise ValueError("train-sae needs --n-latents and --k")
     acts = open_activations(args.activations)
     sae_cfg = config_from_args(SAEConfig, args, d_in=int(acts.shape[1]))
     train_cfg = config_from_args(TrainConfig, args, batch_size=args.batch_size)

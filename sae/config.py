@@ -17,7 +17,7 @@ NormalizeActivations = Literal["none", "layer_norm"]
 class SAEConfig(BaseModel):
     """Shape and objective of a TopK SAE; saved with the weights (SAELens v6 `cfg.json`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     d_in: int = Field(gt=0)
     """Width of the input activations (the subject model's d_model)."""
@@ -59,7 +59,7 @@ class SAEConfig(BaseModel):
 class TrainConfig(BaseModel):
     """How to train: token budget, Adam settings, precision, logging."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     tokens: int = Field(default=10_000_000, gt=0)
     """Training tokens to consume (training stops earlier if the batches run out)."""

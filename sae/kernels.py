@@ -145,8 +145,7 @@ class _TopKEncode(torch.autograd.Function):
             grad_x = F.embedding_bag(indices, W_enc.t().contiguous(), per_sample_weights=grads, mode="sum")
         if ctx.needs_input_grad[2]:
             # S.T @ (x - b_dec) = S.T @ x - (S.T @ 1) b_dec, and S.T @ 1 is grad_b
-            grad_W_t = scatter_outer(indices, grads, x, n_latents)
-            grad_W = grad_W_t.sub_(torch.outer(grad_b, b_dec)).t()
+            grad_W = scatter_outer(indices, grads, x, n_latents).addr_(grad_b, b_dec, alpha=-1).t()
         return grad_x, grad_b_dec, grad_W, grad_b, None, None, None
 
 

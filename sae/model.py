@@ -159,8 +159,8 @@ class TopKSAE(nn.Module):
     def remove_parallel_decoder_grad(self) -> None:
         """Drop the gradient component along each (unit) decoder row, before the optimiser step."""
         if self.W_dec.grad is not None:
-            along = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
-            self.W_dec.grad -= along * self.W_dec
+            along = torch.linalg.vecdot(self.W_dec.grad, self.W_dec)  # [n_latents]
+            self.W_dec.grad.addcmul_(along.unsqueeze(1), self.W_dec, value=-1)
 
 
 def batch_topk_mask(values: Tensor, k: int) -> Tensor:

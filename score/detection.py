@@ -33,7 +33,7 @@ Messages = list[dict[str, str]]
 class BinaryScorerConfig(BaseModel):
     """Batching and sampling of a yes/no LLM scorer."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     batch_size: int = Field(default=5, ge=1)
     """Contexts judged per request."""

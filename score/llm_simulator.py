@@ -38,7 +38,7 @@ _LEVEL_TOKENS = {str(v): v for v in range(11)}
 class LLMSimulatorConfig(BaseModel):
     """LLM simulator options."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     threshold: float = 0.5
     """Predicted-active when the simulated activation (0-10) is > threshold."""

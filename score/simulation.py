@@ -108,7 +108,7 @@ def score_latent(
         {**key, "ctx_id": int(e.ctx_id), "true_acts": t.tolist(), "sim_acts": s.tolist()}
         for e, t, s in zip(examples, true_acts, sim_acts, strict=True)
     ]
-    score_row = {**key, **result.as_dict(), "run_id": run_id}
+    score_row = {**key, **result.as_dict(), "run_id": run_id, "balanced_accuracy": float("nan")}
     return ScoredLatent(simulation_rows=simulation_rows, score_row=score_row, result=result)
 
 

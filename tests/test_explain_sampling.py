@@ -139,3 +139,12 @@ def test_records_hold_aligned_tokens(sampled, corpus):
             assert len(example.tokens) == len(example.acts) == len(example.token_ids)
             assert example.tokens == [corpus.vocab[i] for i in example.token_ids]
         assert record.max_act == pytest.approx(float(corpus.acts[..., record.latent].max()), rel=1e-6)
+
+
+def test_part_order_and_extra_columns_do_not_matter(sampled, corpus):
+    """Store parts come back in any order and flows adds an sae_id column to latent_acts."""
+    examples, stats = sampled
+    frames = [f.with_columns(pl.lit("sae").alias("sae_id")) for f in reversed(corpus.frames(batch_size=32))]
+    cfg = SamplingConfig(seed=3, window=16, peak_offset=10, batch_rows=3000)
+    again = sample_examples(pl.concat(frames).lazy(), corpus.contexts(), stats, cfg, "sae")
+    assert again.equals(examples)

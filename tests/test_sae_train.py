@@ -86,7 +86,7 @@ def test_decoder_gradient_has_no_component_along_its_rows_at_the_step():
     optimizer = make_optimizer(sae, TrainConfig(lr=1e-3))
     along = []
     optimizer.register_step_pre_hook(
-        lambda opt, args, kwargs: along.append(float((sae.W_dec.grad * sae.W_dec).sum(1).abs().max()))
+        lambda opt, args, kwargs: along.append(float((sae.W_dec.grad * sae.W_dec.detach()).sum(1).abs().max()))
     )
     for _ in range(5):
         training_step(sae, optimizer, data.sample(128), TrainConfig())
