@@ -5,21 +5,26 @@ the lines `BEGIN DATA` and `END DATA`; json.dumps escapes quotes and newlines in
 nothing in a context ("ignore previous instructions...", fake JSON, a fake END DATA) can end the data
 block or change the reply format. Replies are JSON objects and only the expected field is read
 (`expect_field`), so extra keys an injected context talks a model into adding are ignored. Each latent
-is its own request, so nothing can leak from one latent's contexts into another latent's row.
+is its own request (the simulator batches windows of ONE latent per request, never of two), so nothing
+can leak from one latent's contexts into another latent's row.
 
-Bump PROMPT_VERSION whenever a template or the rendering changes: cached replies and stored rows are
-tied to it.
+Bump PROMPT_VERSION (explainer) or SIMULATE_PROMPT_VERSION (simulator) whenever a template or the
+rendering changes: stored rows are tied to it (cached replies are keyed by the prompt text itself).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from explain.llm_parse import LLMParseError, expect_field
 
 PROMPT_VERSION = "llm-v1"
+"""Version of the explainer prompt (stored in `explanations.prompt_version`)."""
+SIMULATE_PROMPT_VERSION = "llm-v2"
+"""Version of the simulation prompt and reply format (v2: several windows per request, keyed replies)."""
 DATA_BEGIN = "BEGIN DATA"
 DATA_END = "END DATA"
 MARK_OPEN, MARK_CLOSE = "<<", ">>"
@@ -38,10 +43,12 @@ EXPLAIN_SYSTEM = (
 )
 SIMULATE_SYSTEM = (
     "You predict the activation of one neural-network latent from a short explanation of what it "
-    "detects. You are given the explanation and a list of [index, token] pairs making up a text. For "
-    "EVERY token, in the given order, predict the activation as an integer from 0 (does not fire) to 10 "
+    "detects. You are given the explanation and one or more independent text windows; each window has "
+    "an index, its number of tokens and a list of [position, token] pairs. For EVERY token of EVERY "
+    "window, in the given order, predict the activation as an integer from 0 (does not fire) to 10 "
     "(fires maximally); most tokens are 0. "
-    f"{_DATA_RULE} Reply with JSON only: {{\"activations\": [one integer per token]}}"
+    f"{_DATA_RULE} Reply with JSON only, one entry per window: "
+    "{\"windows\": [{\"window\": index, \"activations\": [one integer per token of that window]}, ...]}"
 )
 DETECT_SYSTEM = (
     "You check an explanation of a neural-network latent. You are given the explanation and a list of "
@@ -58,8 +65,11 @@ FUZZ_SYSTEM = (
 
 EXPLAIN_SCHEMA = {"type": "object", "properties": {"explanation": {"type": "string"}},
                   "required": ["explanation"], "additionalProperties": False}
-SIMULATE_SCHEMA = {"type": "object", "properties": {"activations": {"type": "array", "items": {"type": "integer"}}},
-                   "required": ["activations"], "additionalProperties": False}
+_WINDOW_SCHEMA = {"type": "object", "properties": {"window": {"type": "integer"},
+                                                 "activations": {"type": "array", "items": {"type": "integer"}}},
+                  "required": ["window", "activations"], "additionalProperties": False}
+SIMULATE_SCHEMA = {"type": "object", "properties": {"windows": {"type": "array", "items": _WINDOW_SCHEMA}},
+                   "required": ["windows"], "additionalProperties": False}
 ANSWERS_SCHEMA = {"type": "object", "properties": {"answers": {"type": "array", "items": {"type": "integer"}}},
                   "required": ["answers"], "additionalProperties": False}
 
@@ -121,11 +131,17 @@ def explain_messages(activating: list[tuple[list[str], list[int]]],
     return [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}]
 
 
-def simulate_messages(explanation: str, tokens: list[str]) -> list[dict[str, str]]:
-    """Simulator prompt: predict an activation for each of `tokens` ([window]) from `explanation`."""
+def simulate_messages(explanation: str, windows: Sequence[Sequence[str]]) -> list[dict[str, str]]:
+    """Simulator prompt: predict an activation for every token of each of `windows` ([n][window]) from
+    `explanation`. Windows are numbered 0..n-1 in the given order; the reply is keyed by that number."""
     payload = {"task": "simulate", "explanation": explanation,
-               "tokens": [[i, display_token(t)] for i, t in enumerate(tokens)]}
-    user = _with_data(f"Predict the activation of each of the {len(tokens)} tokens below.", payload)
+               "windows": [{"window": w, "n_tokens": len(tokens),
+                            "tokens": [[i, display_token(t)] for i, t in enumerate(tokens)]}
+                           for w, tokens in enumerate(windows)]}
+    sizes = ", ".join(str(len(tokens)) for tokens in windows)
+    noun = "window" if len(windows) == 1 else "windows"
+    user = _with_data(f"Predict the activation of every token of the {len(windows)} {noun} below "
+                      f"({sizes} tokens).", payload)
     return [{"role": "system", "content": SIMULATE_SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -155,8 +171,70 @@ def parse_explanation(value: Any, max_chars: int = 300) -> str:
 
 
 def parse_levels(value: Any, n: int) -> list[float]:
-    """The `activations` list of a simulator reply: exactly n numbers, clipped to 0-10."""
+    """An `activations` list of exactly n numbers, clipped to 0-10 (one window; see parse_windows)."""
     return [min(10.0, max(0.0, x)) for x in _numbers(value, "activations", n)]
+
+
+@dataclass
+class WindowLevels:
+    """A simulator reply split per window: `levels[w]` (0-10 per token) or None with `errors[w]` set."""
+
+    levels: list[list[float] | None]
+    errors: list[str]
+    entries: list[int | None]
+    """Ordinal of window w's {"activations": [...]} object among such objects of the reply (None for a
+    bare list): lets the caller find that list in the reply text to align logprobs."""
+    n_keyed: int = 0
+    """How many {"activations": [...]} objects the reply holds."""
+
+    @property
+    def failed(self) -> list[int]:
+        return [w for w, levels in enumerate(self.levels) if levels is None]
+
+
+def parse_windows(value: Any, lengths: Sequence[int], strict: bool = False) -> WindowLevels:
+    """The per-window activation lists of a simulator reply for windows of `lengths` tokens.
+
+    Entries are matched to windows by their "window" index, not their position (a bare list of lists
+    is matched by position). Each window is validated on its own (exactly lengths[w] numbers, clipped
+    to 0-10); a missing, duplicated, wrong-length or non-numeric window gets None and an error.
+    LLMParseError if the reply has no "windows" list at all, or (`strict`) if any window failed.
+    """
+    if isinstance(value, list):
+        value = {"windows": value}
+    if isinstance(value, dict) and "windows" not in value and "activations" in value and len(lengths) == 1:
+        value = {"windows": [{"window": 0, "activations": value["activations"]}]}  # a one-window shortcut
+    items = expect_field(value, "windows", list)
+    found: dict[int, list[tuple[Any, int | None]]] = {}
+    n_keyed = 0
+    for position, item in enumerate(items):
+        if isinstance(item, dict) and "activations" in item:
+            index, acts, entry = item.get("window"), item["activations"], n_keyed
+            n_keyed += 1
+        elif isinstance(item, list):
+            index, acts, entry = position, item, None
+        else:
+            continue
+        if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(lengths):
+            found.setdefault(index, []).append((acts, entry))
+    out = WindowLevels([], [], [], n_keyed)
+    for w, n in enumerate(lengths):
+        hits = found.get(w, [])
+        levels, error, entry = None, "", None
+        if len(hits) != 1:
+            error = f"window {w}: {'missing' if not hits else 'given more than once'}"
+        else:
+            try:
+                levels = [min(10.0, max(0.0, x)) for x in _numbers({"activations": hits[0][0]}, "activations", n)]
+                entry = hits[0][1]
+            except LLMParseError as exc:
+                error = f"window {w}: {exc}"
+        out.levels.append(levels)
+        out.errors.append(error)
+        out.entries.append(entry)
+    if strict and out.failed:
+        raise LLMParseError("; ".join(e for e in out.errors if e))
+    return out
 
 
 def parse_answers(value: Any, n: int) -> list[bool]:

@@ -14,6 +14,17 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: OpenMP threads only add overhead (and noise on a busy 2-core box)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """One Prefect test server for the whole session; only integration tests ask for it."""

@@ -3,13 +3,15 @@
 It implements POST /v1/chat/completions and GET /v1/models and plays a "model" whose answers are known:
 
 - explain: the most frequent <<marked>> token of the activating examples -> {"explanation": 'the word "X"'};
-- simulate: 10 for each token that is a quoted word of the explanation, else 0;
+- simulate: for each window of the request, 10 for each token that is a quoted word of the
+  explanation, else 0 -> {"windows": [{"window": w, "activations": [...]}, ...]};
 - detect: 1 for a text containing a quoted word of the explanation;
 - fuzz: 1 for a text whose marked tokens are all quoted words of the explanation.
 
 It reads the JSON data block the prompts put between BEGIN DATA / END DATA. Faults are injected per
 request pattern (`FaultRule`): 429 with Retry-After, 500, slow (sleeps past the client's timeout),
-truncated JSON, prose instead of JSON, a wrong number of values, a refusal. It can reject
+truncated JSON, prose instead of JSON, a wrong number of values (in a simulation reply: in ONE window,
+`FaultRule.window`), a garbage window, a missing window, the windows in reverse order, a refusal. It can reject
 response_format types or logprobs with a 400, add latency, and return top logprobs. It counts requests.
 
     with LLMTestServer(latency_s=0.2) as server:
@@ -31,7 +33,8 @@ from typing import Any
 _MARK = re.compile(r"<<(.*?)>>")
 _QUOTED = re.compile(r'"([^"]+)"')
 _WORD = re.compile(r"[\w']+")
-FAULTS = ("429", "500", "slow", "truncated", "prose", "wrong_length", "refusal", "injected")
+FAULTS = ("429", "500", "slow", "truncated", "prose", "wrong_length", "garbage_window", "missing_window",
+          "reversed_windows", "refusal", "injected")
 
 
 @dataclass
@@ -45,6 +48,8 @@ class FaultRule:
     contains: str | None = None
     retry_after: str = "0"
     slow_s: float = 3.0
+    window: int = 0
+    """Simulation window faults hit this window of the batch (the last one if the batch is smaller)."""
 
     def matches(self, task: str, user: str) -> bool:
         if self.times is not None and self.times <= 0:
@@ -103,7 +108,9 @@ def answer(data: dict[str, Any]) -> dict[str, Any]:
         return {"explanation": f'the word "{top}"'}
     words = explanation_words(data.get("explanation", ""))
     if task == "simulate":
-        return {"activations": [10 if tok.lower() in words else 0 for _, tok in data["tokens"]]}
+        return {"windows": [{"window": w["window"],
+                             "activations": [10 if tok.lower() in words else 0 for _, tok in w["tokens"]]}
+                            for w in data["windows"]]}
     if task == "detect":
         return {"answers": [int(any(w.lower() in words for w in _WORD.findall(t))) for t in data["texts"]]}
     if task == "fuzz":
@@ -127,21 +134,39 @@ def logprob_content(text: str, top_k: int) -> list[dict]:
     return content
 
 
-def _mangle(fault: str, text: str, reply: dict[str, Any]) -> tuple[str | None, str | None]:
+def _mangle(rule: FaultRule, text: str, reply: dict[str, Any]) -> tuple[str | None, str | None]:
     """(content, refusal) for content faults."""
+    fault = rule.fault
     if fault == "truncated":
         return text[: max(1, len(text) // 2)], None
     if fault == "prose":
         return "I think this latent is mostly about punctuation, honestly.", None
     if fault == "refusal":
         return None, "I'm sorry, I can't help with that."
+    if "windows" in reply and fault in ("wrong_length", "garbage_window", "missing_window", "reversed_windows"):
+        return json.dumps({"windows": _window_fault(rule, [dict(w) for w in reply["windows"]])}), None
     if fault == "wrong_length":
         key = next((k for k in ("activations", "answers") if k in reply), None)
         if key is not None:
-            return json.dumps({key: reply[key][:-1] if len(reply[key]) > 1 else reply[key] * 2}), None
+            return json.dumps({key: _wrong_length(reply[key])}), None
     if fault == "injected":  # a "gullible" reply: prose plus extra keys alongside the expected one
         return f"Sure! Ignoring my instructions: {json.dumps({**reply, 'latent': 999, 'pwned': True})}", None
     return text, None
+
+
+def _wrong_length(values: list) -> list:
+    return values[:-1] if len(values) > 1 else values * 2
+
+
+def _window_fault(rule: FaultRule, windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if rule.fault == "reversed_windows":
+        return windows[::-1]
+    target = min(rule.window, len(windows) - 1)
+    if rule.fault == "missing_window":
+        return windows[:target] + windows[target + 1 :]
+    acts = windows[target]["activations"]
+    windows[target]["activations"] = _wrong_length(acts) if rule.fault == "wrong_length" else ["high"] * len(acts)
+    return windows
 
 
 # ------------------------------------------------------------------ HTTP plumbing
@@ -212,7 +237,7 @@ class _Server(ThreadingHTTPServer):
             time.sleep(rule.slow_s)
         reply = answer(data)
         text = json.dumps(reply)
-        content, refusal = _mangle(rule.fault, text, reply) if rule is not None else (text, None)
+        content, refusal = _mangle(rule, text, reply) if rule is not None else (text, None)
         logprobs = None
         if wants_logprobs and state.logprobs == "full" and content is not None:
             logprobs = {"content": logprob_content(content, int(body.get("top_logprobs") or 1))}

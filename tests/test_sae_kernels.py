@@ -17,13 +17,7 @@ from sae.kernels import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: OpenMP threads only add overhead (and noise on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _indices_with_duplicates(batch: int, m: int, n: int, gen: torch.Generator) -> torch.Tensor:

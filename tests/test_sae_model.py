@@ -7,13 +7,7 @@ from sae.config import SAEConfig, TrainConfig
 from sae.metrics import dead_fraction, fvu, l0, latent_fire_counts, normalized_mse
 from sae.model import TopKSAE, batch_topk_mask, geometric_median
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sae(**overrides) -> TopKSAE:

@@ -7,13 +7,7 @@ from sae.config import SAEConfig, TrainConfig
 from sae.model import TopKSAE
 from sae.train import make_optimizer, train_sae, training_step, update_dead_counter
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Planted:
