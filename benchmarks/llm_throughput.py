@@ -4,6 +4,7 @@ Every request to the fake server takes `--latency` seconds (default 200 ms). Wit
 requests in flight and a stage that needs k requests per latent, the ideal is C / (k * latency)
 latents per second; the whole chain (explain, then each scorer) needs the sum of the k's. The script
 reports, per stage: wall time, latents/min achieved and ideal, LLM calls and prompt tokens per latent.
+The simulator sends `--windows-per-call` score windows per request (default: its config default, 10).
 
     python benchmarks/llm_throughput.py --latents 128 --concurrency 32 --latency 0.2
 """
@@ -29,7 +30,7 @@ from llm_fixtures import make_client, planted_records  # noqa: E402
 from explain.llm_explainer import LLMExplainer  # noqa: E402
 from score.detection import DetectionScorer  # noqa: E402
 from score.fuzzing import FuzzingScorer  # noqa: E402
-from score.llm_simulator import LLMSimulator, simulate_and_score_many  # noqa: E402
+from score.llm_simulator import LLMSimulator, LLMSimulatorConfig, simulate_and_score_many  # noqa: E402
 
 log = logging.getLogger("llm_throughput")
 
@@ -58,9 +59,12 @@ def _stage(name: str, calls_rows: list[dict], n_latents: int, wall_s: float, cpu
             "prompt_tokens_per_latent": sum(r["prompt_tokens"] for r in rows) / n_latents}
 
 
-def run(n_latents: int, concurrency: int, latency_s: float, n_score: int, n_quiet: int, length: int) -> list[dict]:
+def run(n_latents: int, concurrency: int, latency_s: float, n_score: int, n_quiet: int, length: int,
+        windows_per_call: int | None = None) -> list[dict]:
     records = planted_records(n_latents, n_explain=20, n_score=n_score, n_quiet=n_quiet, length=length)
     by_latent = {r.latent: r for r in records}
+    sim_config = LLMSimulatorConfig() if windows_per_call is None else LLMSimulatorConfig(
+        windows_per_call=windows_per_call)
     results: list[dict] = []
     with fake_server(latency_s) as base_url:
         client, recorder = make_client(base_url, max_concurrency=concurrency, timeout_s=30.0)
@@ -68,8 +72,8 @@ def run(n_latents: int, concurrency: int, latency_s: float, n_score: int, n_quie
         explanations = LLMExplainer(client).explain_many(records, progress=False)
         stages = [("explain", time.perf_counter() - start, time.process_time() - cpu)]
         for name, score in [
-            ("simulation", lambda: simulate_and_score_many(explanations, by_latent, LLMSimulator(client),
-                                                           progress=False)),
+            ("simulation", lambda: simulate_and_score_many(explanations, by_latent,
+                                                           LLMSimulator(client, sim_config), progress=False)),
             ("detection", lambda: DetectionScorer(client).score_many(explanations, by_latent, progress=False)),
             ("fuzzing", lambda: FuzzingScorer(client).score_many(explanations, by_latent, progress=False)),
         ]:
@@ -97,13 +101,15 @@ def main() -> None:
     parser.add_argument("--score-activating", type=int, default=10, help="activating score windows per latent")
     parser.add_argument("--score-random", type=int, default=10, help="non-activating score windows per latent")
     parser.add_argument("--window", type=int, default=32, help="tokens per window")
+    parser.add_argument("--windows-per-call", type=int, default=None,
+                        help="score windows per simulation request (default: LLMSimulatorConfig's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
     load = os.getloadavg()
     results = run(args.latents, args.concurrency, args.latency, args.score_activating, args.score_random,
-                  args.window)
+                  args.window, args.windows_per_call)
     log.info("load average before: %s", " ".join(f"{x:.1f}" for x in load))
     log.info("| stage | wall s | latents/min | ideal latents/min | efficiency | calls/latent | prompt tok/latent "
              "| client CPU ms/call |")

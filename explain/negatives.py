@@ -1,9 +1,14 @@
-"""Non-activating contexts per latent: random ones and hard ("similar") ones, both verified silent.
+"""Non-activating contexts per latent: random ones and hard ("similar") ones, all verified silent.
 
 Random: drawn per latent without replacement from a generator seeded by (seed, latent), so two
-latents get different negatives. Similar: contexts that contain one of the latent's trigger tokens
-(the most common peak tokens of its top explain contexts). Both are checked against the cache:
-any candidate where the latent has a non-zero activation anywhere in the context is dropped.
+latents get different negatives. Similar, two sources: contexts that contain one of the latent's
+trigger tokens (the most common peak tokens of its top explain contexts), and embedding
+neighbours: the contexts nearest (cosine) to the mean embedding of its top explain contexts,
+where a context's embedding is a hashed, signed TF-IDF bag of its token ids (no model needed).
+The neighbour search skips contexts where the latent fires and keeps a per-latent top-k while it
+streams context chunks, so memory is O(latents x (pool + chunk)), never contexts x latents.
+All candidates are checked against the cache again: any candidate where the latent has a non-zero
+activation anywhere in the context is dropped.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import logging
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
-from explain.sample_keys import SALT_SIMILAR, merge_bottom_k, pair_hash, sort_key
+from explain.sample_keys import SALT_EMBEDDING, SALT_SIMILAR, merge_bottom_k, mix64, pair_hash, sort_key
 from explain.sampling_config import SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -98,6 +104,130 @@ def similar_candidates(triggers: pl.DataFrame, contexts: pl.DataFrame, cfg: Samp
         return pl.DataFrame(schema={"latent": pl.Int32, "ctx_id": pl.Int64, "anchor": pl.Int32, "rank": pl.Int64})
     pool = pool.sort(["latent", "key"])
     return pool.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("latent").alias("rank")).drop("key")
+
+
+def token_weights(contexts: pl.DataFrame, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per token id [max_id + 1]: its hash bucket in 0..dims-1 and its signed IDF weight.
+
+    idf = log(n_contexts / document frequency): 0 for a token found in every context.
+    """
+    df = (
+        contexts.lazy().select(pl.col("token_ids").list.unique().explode().alias("token_id")).drop_nulls()
+        .group_by("token_id").len().collect(engine="streaming")
+    )
+    ids = df["token_id"].to_numpy().astype(np.int64)
+    size = int(ids.max()) + 1 if len(ids) else 1
+    idf = np.zeros(size, dtype=np.float64)
+    idf[ids] = np.log(max(contexts.height, 1) / df["len"].to_numpy())
+    h = mix64(np.arange(size, dtype=np.uint64) ^ mix64(np.array([SALT_EMBEDDING], dtype=np.uint64)))
+    sign = np.where((h >> np.uint64(63)) == 1, -1.0, 1.0)
+    return (h % np.uint64(dims)).astype(np.int64), (sign * idf).astype(np.float32)
+
+
+def embed_contexts(chunk: pl.DataFrame, bucket: np.ndarray, weight: np.ndarray, dims: int) -> np.ndarray:
+    """L2-normalised embeddings [n, dims] (float32) of the chunk's contexts (column token_ids)."""
+    n = chunk.height
+    lengths = chunk["token_ids"].list.len().to_numpy().astype(np.int64)
+    flat = chunk["token_ids"].explode().drop_nulls().to_numpy().astype(np.int64)
+    cell = np.repeat(np.arange(n, dtype=np.int64), lengths) * dims + bucket[flat]
+    vectors = np.bincount(cell, weights=weight[flat], minlength=n * dims).reshape(n, dims).astype(np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def latent_queries(top: pl.DataFrame, contexts: pl.DataFrame, bucket: np.ndarray, weight: np.ndarray,
+                   cfg: SamplingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(latents [L], unit queries [L, dims]): mean embedding of each latent's explain_top best contexts."""
+    best = top.sort(["latent", "top_key"]).filter(pl.int_range(pl.len()).over("latent") < max(cfg.explain_top, 1))
+    latents, latent_row = np.unique(best["latent"].to_numpy(), return_inverse=True)
+    ctx_ids, ctx_row = np.unique(best["ctx_id"].to_numpy(), return_inverse=True)
+    chunk = contexts.filter(pl.col("ctx_id").is_in(pl.Series(ctx_ids).implode())).sort("ctx_id")
+    emb = embed_contexts(chunk, bucket, weight, cfg.embedding_dims)
+    member = sp.csr_matrix((np.ones(best.height, np.float32), (latent_row.reshape(-1), ctx_row.reshape(-1))),
+                           shape=(len(latents), len(ctx_ids)))
+    queries = np.asarray(member @ emb, dtype=np.float32)
+    return latents, queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+
+
+def _mask_active(scores: np.ndarray, nonzeros: pl.LazyFrame, latents: np.ndarray, ids: np.ndarray) -> None:
+    """Set scores [L, C] to -inf where latent latents[l] fires in context ids[c] (ids sorted)."""
+    active = (
+        nonzeros.select(pl.col("latent").cast(pl.Int32), pl.col("ctx_id").cast(pl.Int64))
+        .filter(pl.col("ctx_id").is_between(int(ids[0]), int(ids[-1])))
+        .filter(pl.col("latent").is_in(pl.Series(latents, dtype=pl.Int32).implode()))
+        .unique()
+        .collect(engine="streaming")
+    )
+    row = np.searchsorted(latents, active["latent"].to_numpy())
+    col = np.searchsorted(ids, active["ctx_id"].to_numpy())
+    hit = ids[np.minimum(col, len(ids) - 1)] == active["ctx_id"].to_numpy()
+    scores[row[hit], col[hit]] = -np.inf
+
+
+def _merge_top(best: tuple[np.ndarray, np.ndarray], scores: np.ndarray, ids: np.ndarray,
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Running per-latent top-k (scores [L, k], ctx_ids [L, k]) merged with a chunk's scores [L, C]."""
+    if scores.shape[1] > k:
+        idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        idx = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    all_scores = np.hstack([best[0], np.take_along_axis(scores, idx, axis=1)])
+    all_ids = np.hstack([best[1], ids[idx]])
+    order = np.lexsort((all_ids, -all_scores), axis=1)[:, :k]
+    return np.take_along_axis(all_scores, order, axis=1), np.take_along_axis(all_ids, order, axis=1)
+
+
+def _anchors(pairs: pl.DataFrame, contexts: pl.DataFrame, queries: np.ndarray, bucket: np.ndarray,
+             weight: np.ndarray, block: int = 65536) -> np.ndarray:
+    """Per (row, ctx_id) pair [P]: position of the context token that adds most to its cosine."""
+    ids = np.unique(pairs["ctx_id"].to_numpy())
+    chunk = contexts.filter(pl.col("ctx_id").is_in(pl.Series(ids).implode())).sort("ctx_id")
+    lengths = chunk["token_ids"].list.len().to_numpy().astype(np.int64)
+    flat = chunk["token_ids"].explode().drop_nulls().to_numpy().astype(np.int64)
+    padded = np.full((len(ids), max(int(lengths.max(initial=0)), 1)), -1, dtype=np.int64)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    padded[np.repeat(np.arange(len(ids)), lengths), np.arange(len(flat)) - starts] = flat
+    rows, ctx_at = pairs["row"].to_numpy(), np.searchsorted(ids, pairs["ctx_id"].to_numpy())
+    anchors = np.zeros(pairs.height, dtype=np.int32)
+    for lo in range(0, pairs.height, block):
+        tok = padded[ctx_at[lo:lo + block]]
+        safe = np.maximum(tok, 0)
+        gain = queries[rows[lo:lo + block, None], bucket[safe]] * weight[safe]
+        anchors[lo:lo + block] = np.where(tok >= 0, gain, -np.inf).argmax(axis=1)
+    return anchors
+
+
+def neighbour_candidates(nonzeros: pl.LazyFrame, contexts: pl.DataFrame, top: pl.DataFrame,
+                         cfg: SamplingConfig) -> pl.DataFrame:
+    """Per latent of `top`, its neighbour_pool nearest contexts by embedding where it never fires.
+
+    top: latent, ctx_id, top_key (the activating pass's top pool). Returns latent, ctx_id,
+    anchor (most query-like token), rank (0 = nearest); only contexts with cosine > 0.
+    """
+    empty = pl.DataFrame(schema={"latent": pl.Int32, "ctx_id": pl.Int64, "anchor": pl.Int32, "rank": pl.Int64})
+    if top.height == 0 or contexts.height == 0:
+        return empty
+    bucket, weight = token_weights(contexts, cfg.embedding_dims)
+    latents, queries = latent_queries(top, contexts, bucket, weight, cfg)
+    k, n_latents = cfg.neighbour_pool, len(latents)
+    best = (np.full((n_latents, k), -np.inf, dtype=np.float32), np.full((n_latents, k), -1, dtype=np.int64))
+    ordered = contexts.select("ctx_id", "token_ids")
+    ordered = ordered if ordered["ctx_id"].is_sorted() else ordered.sort("ctx_id")
+    step = max(1, min(cfg.context_chunk, cfg.neighbour_block // max(n_latents, 1)))
+    for offset in range(0, ordered.height, step):
+        chunk = ordered.slice(offset, step)
+        ids = chunk["ctx_id"].to_numpy().astype(np.int64)
+        scores = queries @ embed_contexts(chunk, bucket, weight, cfg.embedding_dims).T
+        _mask_active(scores, nonzeros, latents, ids)
+        best = _merge_top(best, scores, ids, k)
+    rank = np.broadcast_to(np.arange(k), best[0].shape)
+    keep = best[0] > 0
+    pairs = pl.DataFrame({"row": np.nonzero(keep)[0], "latent": latents[np.nonzero(keep)[0]].astype(np.int32),
+                          "ctx_id": best[1][keep], "rank": rank[keep].astype(np.int64)})
+    if pairs.height == 0:
+        return empty
+    anchors = _anchors(pairs, contexts, queries, bucket, weight)
+    log.info("embedding neighbours: %d candidates for %d latents", pairs.height, n_latents)
+    return pairs.with_columns(pl.Series("anchor", anchors, dtype=pl.Int32)).select(empty.columns)
 
 
 def drop_active(nonzeros: pl.LazyFrame, candidates: pl.DataFrame) -> pl.DataFrame:

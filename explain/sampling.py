@@ -2,12 +2,18 @@
 
 For each latent with status "ok":
 - explain split: the top contexts by max activation, more activating contexts spread over the
-  activation deciles, random contexts verified silent, and hard negatives ("similar": trigger
-  tokens present, latent silent);
+  activation deciles, random contexts verified silent, and hard negatives (kind "similar");
 - score split: activating contexts spread over deciles, random and similar negatives.
+Hard negatives come from two sources, both stored as kind "similar" (the examples table has no
+source column): contexts holding the latent's trigger tokens, and its nearest silent contexts by
+embedding (see explain/negatives.py). In each (latent, split) the trigger source fills
+similar_needs()[0] slots first; embedding neighbours then fill the rest of the similar quota
+(their share, plus whatever the trigger source left empty). similar_embedding_fraction=0 turns
+the embedding source off.
 Every (latent, context) pair is assigned to exactly one split by a seeded hash before drawing,
 so the two splits never share a context; this is asserted on the result. Duplicate windows (same
-token ids) are removed, keeping the higher-priority example (top > quantile > similar > random).
+token ids) are removed, keeping the higher-priority example
+(top > quantile > similar by trigger > similar by embedding > random).
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ import numpy as np
 import polars as pl
 
 from explain.activating import scan_activating
-from explain.negatives import drop_active, random_candidates, similar_candidates, trigger_tokens
+from explain.negatives import (
+    drop_active,
+    neighbour_candidates,
+    random_candidates,
+    similar_candidates,
+    trigger_tokens,
+)
 from explain.sample_keys import split_of
 from explain.sampling_config import SamplingConfig
 from explain.windows import gather_acts, place_windows, with_window_hash
@@ -32,7 +44,8 @@ EXAMPLES_SCHEMA = {
     "ctx_id": pl.Int64, "start": pl.Int32, "acts": pl.List(pl.Float32),
 }
 _CANDIDATE_COLUMNS = ["latent", "ctx_id", "split", "group", "kind", "quantile", "anchor", "rank"]
-_PRIORITY = {"top": 0, "quantile": 1, "similar": 2, "random": 3}
+_PRIORITY = {"top": 0, "quantile": 1, "similar": 2, "neighbour": 3, "random": 4}
+_KIND = {"similar": "similar", "neighbour": "similar", "random": "random"}
 
 
 def _activating_candidates(top: pl.DataFrame, quantile: pl.DataFrame) -> pl.DataFrame:
@@ -55,26 +68,41 @@ def _negative_candidates(nonzeros: pl.LazyFrame, contexts: pl.DataFrame, ok_stat
         pl.lit(-1, dtype=pl.Int32).alias("anchor"), pl.lit("random").alias("group"))
     triggers = trigger_tokens(top, contexts, cfg.n_trigger_tokens)
     similar_c = similar_candidates(triggers, contexts, cfg).with_columns(pl.lit("similar").alias("group"))
-    both = pl.concat([similar_c, random_c], how="diagonal_relaxed")
+    parts = [similar_c, random_c]
+    if cfg.similar_embedding_fraction > 0 and (cfg.explain_similar or cfg.score_similar):
+        parts.append(neighbour_candidates(nonzeros, contexts, top, cfg).with_columns(
+            pl.lit("neighbour").alias("group")))
+    both = pl.concat(parts, how="diagonal_relaxed")
     both = both.with_columns(
         pl.Series("split", split_of(cfg.seed, both["latent"].to_numpy(), both["ctx_id"].to_numpy(),
                                     cfg.explain_fraction), dtype=pl.String),
-        pl.col("group").alias("kind"), pl.lit(-1, dtype=pl.Int32).alias("quantile"))
+        pl.col("group").replace_strict(_KIND, return_dtype=pl.String).alias("kind"),
+        pl.lit(-1, dtype=pl.Int32).alias("quantile"))
     return drop_active(nonzeros, both)
 
 
 def _need(cfg: SamplingConfig) -> pl.DataFrame:
     """How many examples each (split, group) gets."""
     rows = [("explain", "top", cfg.explain_top), ("explain", "quantile", cfg.explain_quantile),
-            ("explain", "random", cfg.explain_random), ("explain", "similar", cfg.explain_similar),
-            ("score", "quantile", cfg.score_activating), ("score", "random", cfg.score_random),
-            ("score", "similar", cfg.score_similar)]
+            ("explain", "random", cfg.explain_random), ("score", "quantile", cfg.score_activating),
+            ("score", "random", cfg.score_random)]
+    for split in ("explain", "score"):
+        by_trigger, total = cfg.similar_needs(split)
+        rows += [(split, "similar", by_trigger), (split, "neighbour", total)]
     return pl.DataFrame(rows, schema={"split": pl.String, "group": pl.String, "need": pl.Int64}, orient="row")
 
 
+def _similar_left(pool: pl.DataFrame, chosen: list[pl.DataFrame]) -> pl.DataFrame:
+    """Neighbour pool with need = similar total minus the trigger-token picks of its (latent, split)."""
+    taken = pl.concat(chosen).filter(pl.col("group") == "similar").group_by(["latent", "split"]).agg(
+        pl.len().cast(pl.Int64).alias("taken"))
+    return pool.join(taken, on=["latent", "split"], how="left").with_columns(
+        (pl.col("need") - pl.col("taken").fill_null(0)).alias("need")).drop("taken")
+
+
 def _select(candidates: pl.DataFrame, contexts: pl.DataFrame, cfg: SamplingConfig) -> pl.DataFrame:
-    """Fill groups in priority order (top, quantile, similar, random): each takes its `need` best
-    candidates per (latent, split) whose context and window a previous pick has not used."""
+    """Fill groups in priority order (top, quantile, similar, neighbour, random): each takes its `need`
+    best candidates per (latent, split) whose context and window a previous pick has not used."""
     ordered = candidates.with_columns(
         pl.col("group").replace_strict(_PRIORITY, return_dtype=pl.Int32).alias("priority"),
         pl.col("anchor").fill_null(-1),
@@ -89,6 +117,8 @@ def _select(candidates: pl.DataFrame, contexts: pl.DataFrame, cfg: SamplingConfi
         pool = pool.sort(["latent", "rank", "ctx_id"])
         pool = pool.unique(subset=["latent", "ctx_id"], keep="first", maintain_order=True)
         pool = pool.unique(subset=["latent", "window_hash"], keep="first", maintain_order=True)
+        if group == "neighbour":
+            pool = _similar_left(pool, chosen)
         chosen.append(pool.filter(pl.int_range(pl.len()).over(["latent", "split"]) < pl.col("need")))
     return pl.concat(chosen, how="vertical").sort(["latent", "split", "priority", "rank", "ctx_id"])
 

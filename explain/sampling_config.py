@@ -28,13 +28,21 @@ class SamplingConfig(BaseModel):
     explain_random: int = Field(default=20, ge=0)
     """Explain set: random contexts verified to have zero activation for the latent."""
     explain_similar: int = Field(default=10, ge=0)
-    """Explain set: hard negatives, contexts with the latent's trigger tokens where it never fires."""
+    """Explain set: hard negatives (trigger-token contexts and embedding neighbours where it never fires)."""
     score_activating: int = Field(default=20, ge=0)
     """Score set: activating contexts spread evenly across the 10 activation deciles."""
     score_random: int = Field(default=20, ge=0)
     """Score set: random contexts verified to have zero activation for the latent."""
     score_similar: int = Field(default=10, ge=0)
-    """Score set: hard negatives (trigger tokens present, latent silent)."""
+    """Score set: hard negatives (trigger-token contexts and embedding neighbours, latent silent)."""
+    similar_embedding_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Share of each split's similar quota from embedding neighbours (they also fill trigger shortfall; 0: off)."""
+    embedding_dims: int = Field(default=256, ge=8)
+    """Dimensions of the context embedding: hashed, signed TF-IDF bag of token ids, L2-normalised."""
+    neighbour_pool: int = Field(default=40, ge=1)
+    """Nearest silent contexts (by cosine to the mean embedding of the top contexts) kept per latent."""
+    neighbour_block: int = Field(default=1 << 24, ge=1)
+    """Latent x context cosine scores held at once during the neighbour search (bounds its memory)."""
     n_trigger_tokens: int = Field(default=3, ge=1)
     """Most frequent peak tokens of a latent's top explain contexts that define its hard negatives."""
     oversample: float = Field(default=2.0, ge=1.0)
@@ -47,6 +55,11 @@ class SamplingConfig(BaseModel):
     """latent_acts rows per streaming chunk (bounds memory of the activating pass)."""
     context_chunk: int = Field(default=8192, ge=1)
     """Contexts per chunk when searching for trigger tokens."""
+
+    def similar_needs(self, split: str) -> tuple[int, int]:
+        """(trigger-token need, similar total) of a split; neighbours fill the total minus trigger picks."""
+        total = self.explain_similar if split == "explain" else self.score_similar
+        return total - int(total * self.similar_embedding_fraction + 0.5), total
 
     def quantile_need(self, split: str) -> int:
         return self.explain_quantile if split == "explain" else self.score_activating

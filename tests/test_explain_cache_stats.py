@@ -98,3 +98,61 @@ def test_frame_order_does_not_change_stats():
     for frame in reversed(frames):
         backward.update(frame)
     assert forward.finalize("s", corpus.n_tokens).equals(backward.finalize("s", corpus.n_tokens))
+
+
+def _top_partners(active: np.ndarray, m: int) -> list[list[int]]:
+    """Brute force: per latent, the m latents sharing most tokens with it ([tokens, latents] bool)."""
+    counts = active.T.astype(np.int64) @ active.astype(np.int64)
+    np.fill_diagonal(counts, 0)
+    out = []
+    for row in counts:
+        order = np.lexsort((np.arange(len(row)), -row))
+        out.append([int(j) for j in order[:m] if row[j] > 0])
+    return out
+
+
+def test_cooccurrence_matches_brute_force_dense():
+    n_latents = 16
+    cfg = LatentStatsConfig(min_contexts=1, max_frequency=1.0, n_cooccurring=5, cooccurrence_probes=1000)
+    acc = LatentStatsAccumulator(n_latents, cfg=cfg)
+    tokens = []
+    for ctx_ids, dense, valid in _random_batches(seed=5, n_latents=n_latents):
+        values, indices = torch.from_numpy(dense).topk(n_latents, dim=-1)
+        acc.update(sparse_activation_frame(torch.from_numpy(ctx_ids), values, indices, torch.from_numpy(valid)))
+        tokens.append((dense > 0)[valid])
+    stats = acc.finalize("sae", 1)
+    assert stats.schema["cooccurring"] == pl.List(pl.Int32)
+    assert stats["cooccurring"].to_list() == _top_partners(np.concatenate(tokens), 5)
+    assert stats.filter(pl.col("latent") == 3)["cooccurring"].item().to_list() == []  # dead
+
+
+def test_cooccurrence_sketch_keeps_planted_partners_in_bounded_memory():
+    """300 latents, ~12 random ones per token; latent 2j+1 fires with 2j on 80 % of 2j's tokens.
+    A sketch of 8 counters and 4 probes per latent and update still finds each planted partner."""
+    rng = np.random.default_rng(0)
+    n_latents, n_ctx, seq = 300, 64, 32
+    dense = np.where(rng.random((n_ctx, seq, n_latents)) < 0.04, rng.uniform(0.1, 1, (n_ctx, seq, n_latents)), 0)
+    leaders = dense[..., 0:20:2] > 0
+    dense[..., 1:20:2] = np.where(leaders & (rng.random(leaders.shape) < 0.8), 1.0, dense[..., 1:20:2])
+    cfg = LatentStatsConfig(n_cooccurring=3, cooccurrence_sketch=8, cooccurrence_probes=4)
+    acc = LatentStatsAccumulator(n_latents, cfg=cfg)
+    for lo in range(0, n_ctx, 8):
+        values, indices = torch.from_numpy(dense[lo:lo + 8].astype(np.float32)).topk(40, dim=-1)
+        acc.update(sparse_activation_frame(torch.arange(lo, lo + 8), values, indices, torch.ones(8, seq, dtype=bool)))
+    assert acc.cooccurrence.count.shape == (n_latents, 8)
+    top = acc.finalize("sae", n_ctx * seq)["cooccurring"].to_list()
+    for leader in range(0, 20, 2):
+        assert top[leader][0] == leader + 1, (leader, top[leader])
+        assert top[leader + 1][0] == leader, (leader + 1, top[leader + 1])
+    assert all(len(row) <= 3 for row in top)
+
+
+def test_cooccurrence_off_gives_empty_lists():
+    corpus = planted_corpus({0: PlantedRule(("w1",)), 1: PlantedRule(("w1",))}, n_latents=3)
+    on, off = LatentStatsAccumulator(3), LatentStatsAccumulator(3, cfg=LatentStatsConfig(n_cooccurring=0))
+    for frame in corpus.frames():
+        on.update(frame)
+        off.update(frame)
+    assert on.finalize("s", corpus.n_tokens)["cooccurring"].to_list() == [[1], [0], []]
+    assert off.finalize("s", corpus.n_tokens)["cooccurring"].to_list() == [[], [], []]
+    assert off.cooccurrence is None

@@ -75,23 +75,39 @@ def test_negatives_are_silent_in_the_whole_context(sampled, corpus):
     assert all(max(acts) > 0 for acts in activating["acts"].to_list())
 
 
-def test_similar_negatives_hold_the_trigger_token(sampled, corpus):
-    examples, _ = sampled
+def test_similar_negatives_hold_the_trigger_token(corpus):
+    examples, _ = _sample(corpus, SamplingConfig(seed=3, window=16, peak_offset=10, batch_rows=3000,
+                                                 similar_embedding_fraction=0.0))
     similar = examples.filter((pl.col("latent") == 2) & (pl.col("kind") == "similar"))
     assert similar.height == 20  # 10 explain + 10 score
     w7 = corpus.vocab.index("w7")
     for ctx_id, start in similar.select("ctx_id", "start").iter_rows():
         assert w7 in corpus.token_ids[ctx_id, start:start + 16]
-    # latent 0 fires on every occurrence of its tokens: no hard negative can exist
+    # latent 0 fires on every occurrence of its tokens: no hard negative by trigger tokens can exist
     assert examples.filter((pl.col("latent") == 0) & (pl.col("kind") == "similar")).height == 0
+
+
+def test_similar_quota_mixes_trigger_tokens_and_embedding_neighbours(sampled, corpus):
+    """Default fraction 0.5: per split 5 trigger-token negatives, then neighbours fill up to 10."""
+    examples, _ = sampled
+    w7 = corpus.vocab.index("w7")
+    for split in ("explain", "score"):
+        similar = examples.filter((pl.col("latent") == 2) & (pl.col("kind") == "similar") & (pl.col("split") == split))
+        assert similar.height == 10
+        windows = [corpus.token_ids[c, s:s + 16] for c, s in similar.select("ctx_id", "start").iter_rows()]
+        with_trigger = sum(w7 in window for window in windows)
+        assert with_trigger >= 5
+        # latent 0 has no trigger-token negatives: neighbours fill its whole quota
+        assert examples.filter((pl.col("latent") == 0) & (pl.col("kind") == "similar")
+                               & (pl.col("split") == split)).height == 10
 
 
 def test_counts_follow_the_config(sampled):
     examples, _ = sampled
     counts = {(s, k): n for s, k, n in examples.filter(pl.col("latent") == 0)
               .group_by(["split", "kind"]).len().iter_rows()}
-    assert counts == {("explain", "activating"): 40, ("explain", "random"): 20,
-                      ("score", "activating"): 20, ("score", "random"): 20}
+    assert counts == {("explain", "activating"): 40, ("explain", "random"): 20, ("explain", "similar"): 10,
+                      ("score", "activating"): 20, ("score", "random"): 20, ("score", "similar"): 10}
 
 
 def test_quantile_bins_are_covered(sampled):

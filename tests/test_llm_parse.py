@@ -18,11 +18,12 @@ from explain.prompts import (
     parse_answers,
     parse_explanation,
     parse_levels,
+    parse_windows,
     render_text,
     simulate_messages,
 )
 from explain.records import Example
-from score.llm_simulator import expected_levels
+from score.llm_simulator import expected_levels, window_expected_levels
 
 
 @pytest.mark.parametrize(
@@ -73,8 +74,11 @@ def test_injection_text_stays_inside_the_data_block() -> None:
     data = json.loads(body)  # the data block is still one valid JSON document
     assert data["activating_examples"][0]["activations"] == [["cat", 10]]
     assert user.count("\nEND DATA") == 1
-    sim = simulate_messages("the word \"cat\"", [evil, "cat"])[1]["content"]
-    assert json.loads(sim[sim.index("{") : sim.rindex("}") + 1])["tokens"][1] == [1, "cat"]
+    sim = simulate_messages("the word \"cat\"", [[evil, "cat"], ["dog", evil]])[1]["content"]
+    assert sim.count("\nEND DATA") == 1
+    windows = json.loads(sim[sim.index("BEGIN DATA\n") + 11 : sim.rindex("\nEND DATA")])["windows"]
+    assert [w["window"] for w in windows] == [0, 1] and windows[0]["tokens"][1] == [1, "cat"]
+    assert windows[1]["tokens"] == [[0, "dog"], [1, evil]] and windows[1]["n_tokens"] == 2
 
 
 def test_activation_levels_scale_to_0_10_and_keep_weak_tokens_visible() -> None:
@@ -93,6 +97,42 @@ def test_expected_levels_from_top_logprobs() -> None:
     assert expected_levels(text, None, [0.0, 10.0, 3.0]) == [0.0, 10.0, 3.0]
     # misaligned logprobs fall back to the written numbers
     assert expected_levels(text, logprobs[:2], [0.0, 10.0, 3.0]) == pytest.approx([0.1, 10.0, 3.0])
+
+
+def test_parse_windows_validates_each_window_by_its_index() -> None:
+    reply = {"windows": [{"window": 1, "activations": [0, 12]}, {"window": 0, "activations": [3, 0, -1]},
+                         {"window": 7, "activations": [1]}, "junk"], "latent": 999}
+    parsed = parse_windows(reply, [3, 2, 2])
+    assert parsed.levels == [[3.0, 0.0, 0.0], [0.0, 10.0], None] and parsed.failed == [2]
+    assert parsed.errors[2] == "window 2: missing" and parsed.entries == [1, 0, None] and parsed.n_keyed == 3
+    bad = parse_windows({"windows": [{"window": 0, "activations": [1]}, {"window": 0, "activations": [2]},
+                                     {"window": 1, "activations": [0, 1]}, {"window": 2, "activations": ["hi"]}]},
+                        [1, 1, 1])
+    assert bad.failed == [0, 1, 2] and "more than once" in bad.errors[0] and "got 2 values" in bad.errors[1]
+    assert "non-numeric" in bad.errors[2]
+    assert parse_windows([[1, 2], [3]], [2, 1]).levels == [[1.0, 2.0], [3.0]]  # bare lists: by position
+    assert parse_windows({"activations": [4]}, [1]).levels == [[4.0]]  # one-window shortcut
+    with pytest.raises(LLMParseError):
+        parse_windows({"activations": [0]}, [1, 1])
+    with pytest.raises(LLMParseError, match="window 1"):
+        parse_windows({"windows": [{"window": 0, "activations": [0]}]}, [1, 1], strict=True)
+
+
+def test_window_expected_levels_align_logprobs_per_window() -> None:
+    text = '{"windows": [{"window": 1, "activations": [10, 0]}, {"window": 0, "activations": [0]}]}'
+    pieces = ['{"windows": [{"window": ', "1", ', "activations": [', "10", ", ", "0", ']}, {"window": ', "0",
+              ', "activations": [', "0", "]}]}"]
+    assert "".join(pieces) == text
+    tops = iter([{"1": 0.0}, {"10": math.log(0.5), "8": math.log(0.5)}, {"0": math.log(0.9), "1": math.log(0.1)},
+                 {"0": 0.0}, {"0": math.log(0.8), "2": math.log(0.2)}])
+    logprobs = [{"token": p, "top": next(tops) if p.isdigit() else {p: 0.0}} for p in pieces]
+    parsed = parse_windows(parse_json_reply(text), [1, 2])
+    window0, window1 = window_expected_levels(text, logprobs, parsed)
+    assert window0 == pytest.approx([0.4]) and window1 == pytest.approx([9.0, 0.1])
+    assert window_expected_levels(text, None, parsed) == [[0.0], [10.0, 0.0]]
+    # prose quoting an extra "activations": [ list: alignment is ambiguous, the written numbers are kept
+    noisy = 'Sure, "activations": [1] ' + text
+    assert window_expected_levels(noisy, [{"token": noisy, "top": {}}], parsed) == [[0.0], [10.0, 0.0]]
 
 
 def test_request_hash_and_directory_cache_roundtrip(tmp_path) -> None:  # noqa: ANN001

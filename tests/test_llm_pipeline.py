@@ -118,7 +118,7 @@ def test_dry_run_estimate_equals_calls_made(server: LLMTestServer) -> None:
     made = server.state.requests
     assert estimate.calls == server.state.total
     assert estimate.by_purpose["explain"]["calls"] == made["explain"]
-    assert estimate.by_purpose["simulation"]["calls"] == made["simulate"]
+    assert estimate.by_purpose["simulation"]["calls"] == made["simulate"] == N  # 10 windows: one request each
     assert estimate.by_purpose["detection"]["calls"] == made["detect"]
     assert estimate.by_purpose["fuzzing"]["calls"] == made["fuzz"]
     explain_prompt_tokens = sum(r["prompt_tokens"] for r in _rows_for(client, records, "explain"))
