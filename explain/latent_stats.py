@@ -52,7 +52,7 @@ class CooccurrenceSketch:
         self.size = size
         self.probes = probes
         self.partner = np.full((n_latents, size), -1, dtype=np.int32)
-        """[n_latents, size] partner latent ids, by count descending then id (-1: empty slot)."""
+        """[n_latents, size] partner latent ids, in slot order (-1: empty slot; `top` ranks them)."""
         self.count = np.zeros((n_latents, size), dtype=np.int64)
         """[n_latents, size] Misra-Gries counts (lower bounds of the probed co-activations)."""
 
@@ -218,13 +218,15 @@ class LatentStatsAccumulator:
         """One `latent_stats` row per latent (none dropped), with status and a readable reason.
 
         n_tokens: number of valid tokens that were encoded (the frequency denominator).
+        cfg: statuses and how many co-occurring latents to list (default: the constructor's cfg;
+        what is counted was fixed by the constructor's cfg).
         """
         cfg = cfg or self.cfg
         frequency = self.n_active / max(n_tokens, 1)
         mean_act = self.value_sum / np.maximum(self.n_active, 1)
         status, reason = _classify(self.n_active, self.n_contexts, frequency, n_tokens, cfg)
         edges = self.decile_edges()
-        cooccurring = (self.cooccurrence.top(self.cfg.n_cooccurring) if self.cooccurrence is not None
+        cooccurring = (self.cooccurrence.top(cfg.n_cooccurring) if self.cooccurrence is not None
                        else [[] for _ in range(self.n_latents)])
         return pl.DataFrame(
             {

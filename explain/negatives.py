@@ -141,6 +141,8 @@ def latent_queries(top: pl.DataFrame, contexts: pl.DataFrame, bucket: np.ndarray
     latents, latent_row = np.unique(best["latent"].to_numpy(), return_inverse=True)
     ctx_ids, ctx_row = np.unique(best["ctx_id"].to_numpy(), return_inverse=True)
     chunk = contexts.filter(pl.col("ctx_id").is_in(pl.Series(ctx_ids).implode())).sort("ctx_id")
+    if chunk.height != len(ctx_ids):
+        raise ValueError(f"contexts hold {chunk.height} of the {len(ctx_ids)} top contexts (missing or repeated ids)")
     emb = embed_contexts(chunk, bucket, weight, cfg.embedding_dims)
     member = sp.csr_matrix((np.ones(best.height, np.float32), (latent_row.reshape(-1), ctx_row.reshape(-1))),
                            shape=(len(latents), len(ctx_ids)))
@@ -166,8 +168,9 @@ def _mask_active(scores: np.ndarray, nonzeros: pl.LazyFrame, latents: np.ndarray
 def _merge_top(best: tuple[np.ndarray, np.ndarray], scores: np.ndarray, ids: np.ndarray,
                k: int) -> tuple[np.ndarray, np.ndarray]:
     """Running per-latent top-k (scores [L, k], ctx_ids [L, k]) merged with a chunk's scores [L, C]."""
-    if scores.shape[1] > k:
-        idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    if scores.shape[1] > k:  # negated in place: no second [L, C] float copy
+        idx = np.argpartition(np.negative(scores, out=scores), k - 1, axis=1)[:, :k]
+        np.negative(scores, out=scores)
     else:
         idx = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
     all_scores = np.hstack([best[0], np.take_along_axis(scores, idx, axis=1)])

@@ -41,8 +41,8 @@ class SamplingConfig(BaseModel):
     """Dimensions of the context embedding: hashed, signed TF-IDF bag of token ids, L2-normalised."""
     neighbour_pool: int = Field(default=40, ge=1)
     """Nearest silent contexts (by cosine to the mean embedding of the top contexts) kept per latent."""
-    neighbour_block: int = Field(default=1 << 24, ge=1)
-    """Latent x context cosine scores held at once during the neighbour search (bounds its memory)."""
+    neighbour_block: int = Field(default=1 << 23, ge=1)
+    """Latent x context cosine scores per chunk of the neighbour search (~12 bytes each while it runs)."""
     n_trigger_tokens: int = Field(default=3, ge=1)
     """Most frequent peak tokens of a latent's top explain contexts that define its hard negatives."""
     oversample: float = Field(default=2.0, ge=1.0)

@@ -64,10 +64,19 @@ class Store:
         return bool(self.parts(table))
 
     def scan(self, table: str) -> pl.LazyFrame:
-        """Lazy view over every finished part of `table` (raises if the table has no parts)."""
-        if not self.has(table):
+        """Lazy view over every finished part of `table` (raises if the table has no parts).
+
+        Parts written by different versions may differ in columns (a column added later): the view has
+        the union of their columns, null where a part lacks one.
+        """
+        parts = self.parts(table)
+        if not parts:
             raise FileNotFoundError(f"table {table!r} is empty in store {self.root}")
-        return pl.scan_parquet(str(self.table_dir(table) / "**" / "*.parquet"))
+        schema: dict[str, pl.DataType] = {}
+        for part in parts:
+            for name, dtype in pl.read_parquet_schema(part).items():
+                schema.setdefault(name, dtype)
+        return pl.scan_parquet(parts, schema=schema, missing_columns="insert")
 
     def read(self, table: str) -> pl.DataFrame:
         """Whole table as a DataFrame; an empty frame when the table has no parts yet."""
