@@ -8,7 +8,10 @@ nothing, and the API key appears in no table, report or log.
 
 from __future__ import annotations
 
+import io
+import logging
 import shutil
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import polars as pl
@@ -30,6 +33,17 @@ def _args(store: Path, base_url: str, *extra: str) -> list[str]:
             base_url, "--llm-api-key-env", "ATLAS_TEST_KEY", "--scorer", "simulation,detection,fuzzing", *extra]
 
 
+class _AllRecords(logging.Handler):
+    """Every log record of the run, formatted, at DEBUG level (what any log sink could receive)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
 @pytest.fixture(scope="module")
 def llm_run(tiny_run, tmp_path_factory):
     cfg, _ = tiny_run
@@ -37,22 +51,32 @@ def llm_run(tiny_run, tmp_path_factory):
     shutil.copytree(cfg.store, store)
     mp = pytest.MonkeyPatch()
     mp.setenv("ATLAS_TEST_KEY", SECRET)
-    with LLMTestServer() as server:
-        server.add_fault("429", times=2)
-        server.add_fault("prose", task="explain", times=1)
-        assert main(_args(store, server.base_url, "--dry-run")) == 0
-        dry_requests = server.state.total
-        assert main(_args(store, server.base_url)) == 0
-        first = server.state.total
-        assert main(_args(store, server.base_url)) == 0
-        second = server.state.total
-    mp.undo()
-    return store, dry_requests, first, second
+    records, root = _AllRecords(), logging.getLogger()
+    old_level = root.level
+    root.addHandler(records)
+    root.setLevel(logging.DEBUG)
+    out = io.StringIO()
+    try:
+        with LLMTestServer() as server, redirect_stdout(out), redirect_stderr(out):
+            server.add_fault("429", times=2)
+            server.add_fault("prose", task="explain", times=1)
+            assert main(_args(store, server.base_url, "--dry-run")) == 0
+            dry_requests = server.state.total
+            assert main(_args(store, server.base_url)) == 0
+            first = server.state.total
+            assert main(_args(store, server.base_url)) == 0
+            second = server.state.total
+    finally:
+        root.removeHandler(records)
+        root.setLevel(old_level)
+        mp.undo()
+    return store, dry_requests, first, second, "\n".join(records.lines) + out.getvalue()
 
 
 def test_dry_run_sends_nothing(llm_run):
-    _, dry, _, _ = llm_run
+    _, dry, _, _, output = llm_run
     assert dry == 0
+    assert "dry run: 24 latents" in output
 
 
 def test_every_selected_latent_has_an_llm_explanation_row(llm_run):
@@ -74,17 +98,16 @@ def test_ok_explanations_are_scored_by_every_scorer(llm_run):
 
 
 def test_calls_are_logged_and_a_rerun_pays_nothing(llm_run):
-    store_path, _, first, second = llm_run
+    store_path, _, first, second, _ = llm_run
     calls = Store(store_path).read("llm_calls")
     assert first > 0 and second == first
     assert calls.filter(pl.col("status") != "cached").height == first
     assert set(calls["purpose"]) >= {"explain", "simulation", "detection", "fuzzing"}
 
 
-def test_the_api_key_is_written_nowhere(llm_run, capfd):
-    store_path = llm_run[0]
+def test_the_api_key_is_written_nowhere(llm_run):
+    store_path, *_, output = llm_run
     for path in Path(store_path).rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
-    out, err = capfd.readouterr()
-    assert SECRET not in out + err
+    assert "llm" in output and SECRET not in output
