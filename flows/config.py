@@ -34,6 +34,8 @@ class RunConfig(BaseModel):
     """SAE dictionary size when training."""
     k: int = Field(32, ge=1)
     """Active latents per token (TopK) when training."""
+    stream_activations: bool = False
+    """Keep no activation file: stream from the model (shuffle buffer) for training and encoding."""
     train_tokens: int = Field(2_000_000, ge=1)
     """Training tokens (epochs over the cached activations when the corpus is smaller)."""
     batch_size: int = Field(4096, ge=1)

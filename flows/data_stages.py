@@ -32,6 +32,7 @@ class DataRef:
     dataset_id: str
     layer: int
     activations_path: str
+    """The cached residual stream [n_contexts * ctx_len, d_model]; "" when streaming from the model."""
     n_contexts: int
     ctx_len: int
     d_model: int
@@ -106,6 +107,8 @@ def cache_activations(cfg: RunConfig, subject, ds: str, layer: int) -> DataRef:
     store = Store(cfg.store)
     contexts = read_contexts(store, ds)
     n_ctx = contexts.height
+    if cfg.stream_activations:
+        return DataRef(ds, layer, "", n_ctx, cfg.ctx_len, subject.d_model)
     path = store.cache_dir("activations") / f"{activations_id(cfg, layer)}.npy"
     ref = DataRef(ds, layer, str(path), n_ctx, cfg.ctx_len, subject.d_model)
     if path.exists():
@@ -144,18 +147,34 @@ def train_or_load_sae(cfg: RunConfig, data: DataRef) -> str:
 
 
 def _train(cfg: RunConfig, data: DataRef):
-    from sae.activation_files import open_activations, shuffled_batches
     from sae.config import SAEConfig, TrainConfig
     from sae.train import train_sae
 
-    acts = open_activations(data.activations_path)
     sae_cfg = SAEConfig(d_in=data.d_model, n_latents=cfg.n_latents, k=cfg.k, dead_tokens=cfg.dead_tokens)
     train_cfg = TrainConfig(tokens=cfg.train_tokens, batch_size=cfg.batch_size, seed=cfg.seed,
                             device=resolve_device(cfg.device))
-    batches = shuffled_batches(acts, cfg.batch_size, cfg.train_tokens, seed=cfg.seed)
-    init_sample = sample_rows(acts, INIT_SAMPLE_TOKENS, seed=cfg.seed)
+    batches, init_sample = _training_batches(cfg, data)
     result = train_sae(sae_cfg, train_cfg, batches, init_sample)
     return result.sae, dict(result.stats)
+
+
+def _training_batches(cfg: RunConfig, data: DataRef):
+    """(shuffled batches [batch, d] for train_tokens tokens, init sample [n, d]) from the file or the model."""
+    if data.activations_path:
+        from sae.activation_files import open_activations, shuffled_batches
+
+        acts = open_activations(data.activations_path)
+        batches = shuffled_batches(acts, cfg.batch_size, cfg.train_tokens, seed=cfg.seed)
+        return batches, sample_rows(acts, INIT_SAMPLE_TOKENS, seed=cfg.seed)
+    from sae.activations import streaming_token_batches
+
+    subject = load_subject(cfg)
+    contexts = read_contexts(Store(cfg.store), data.dataset_id)["token_ids"].to_list()
+    init = next(streaming_token_batches(subject, contexts, data.layer, INIT_SAMPLE_TOKENS,
+                                        n_tokens=INIT_SAMPLE_TOKENS, seed=cfg.seed + 1))
+    batches = streaming_token_batches(subject, contexts, data.layer, cfg.batch_size, n_tokens=cfg.train_tokens,
+                                      seed=cfg.seed)
+    return batches, init
 
 
 def sample_rows(acts: np.ndarray, n: int, seed: int):

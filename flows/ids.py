@@ -38,4 +38,6 @@ def sae_id(cfg: RunConfig, layer: int) -> str:
         return f"{slug(cfg.sae)}-{stable_hash({'sae': str(Path(cfg.sae).resolve())}, 8)}"
     key = {"data": dataset_id(cfg), "model": model_name(cfg), "layer": layer, "n": cfg.n_latents, "k": cfg.k,
            "tokens": cfg.train_tokens, "batch": cfg.batch_size, "dead": cfg.dead_tokens, "seed": cfg.seed}
+    if cfg.stream_activations:  # another batch order, another SAE (absent otherwise: existing ids stay)
+        key["stream"] = True
     return f"{slug(model_name(cfg))}-L{layer}-n{cfg.n_latents}-k{cfg.k}-{stable_hash(key, 8)}"

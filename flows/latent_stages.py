@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from flows.config import RunConfig
-from flows.data_stages import DataRef, load_stored_sae, read_contexts
+from flows.data_stages import DataRef, load_stored_sae, load_subject, read_contexts
 from flows.store import Store
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,6 @@ def cache_latents(cfg: RunConfig, data: DataRef, sid: str) -> int:
     Returns the number of latents. Memory: one batch of contexts plus the stats accumulator.
     """
     from explain.latent_cache import LatentStatsAccumulator, sparse_activation_frame
-    from sae.activation_files import open_activations
 
     store = Store(cfg.store)
     sae = load_stored_sae(store, sid, cfg.device)
@@ -44,35 +43,44 @@ def cache_latents(cfg: RunConfig, data: DataRef, sid: str) -> int:
     if _rows_for(store, "latent_stats", sid):
         log.info("latent cache for %s already complete", sid)
         return n_latents
-    acts = open_activations(data.activations_path)
     staging = store.cache_dir("staging") / f"latent_acts-{sid}"
     shutil.rmtree(staging, ignore_errors=True)  # leftovers of a crashed attempt
     staging.mkdir(parents=True)
     accumulator = LatentStatsAccumulator(n_latents)
     device = next(sae.parameters()).device
-    T = data.ctx_len
-    starts = range(0, data.n_contexts, ENCODE_BATCH_CONTEXTS)
-    for part, start in enumerate(tqdm(starts, desc="encode latents", unit="batch")):
-        stop = min(start + ENCODE_BATCH_CONTEXTS, data.n_contexts)
-        x = torch.from_numpy(np.array(acts[start * T: stop * T], dtype=np.float32)).to(device)
+    for part, (ctx_ids, acts, valid) in enumerate(_activation_batches(cfg, data)):
+        B, T, d = acts.shape
         with torch.no_grad():
-            values, indices = sae.encode(x)
-        B = stop - start
-        frame = sparse_activation_frame(
-            torch.arange(start, stop), values.view(B, T, -1), indices.view(B, T, -1),
-            torch.ones(B, T, dtype=torch.bool),
-        )
+            values, indices = sae.encode(acts.reshape(B * T, d).to(device))
+        frame = sparse_activation_frame(ctx_ids, values.view(B, T, -1), indices.view(B, T, -1), valid)
         accumulator.update(frame)
         frame.with_columns(pl.lit(sid).alias("sae_id")).write_parquet(staging / f"part-{part:06d}.parquet")
     table_dir = store.table_dir("latent_acts") / sid
     table_dir.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(table_dir, ignore_errors=True)
     staging.rename(table_dir)
-    stats = accumulator.finalize(sid, n_tokens=data.n_contexts * T)
+    stats = accumulator.finalize(sid, n_tokens=data.n_contexts * data.ctx_len)
     store.append("latent_stats", stats, part=sid)
     n_ok = stats.filter(pl.col("status") == "ok").height
     log.info("%d of %d latents have enough activations to explain", n_ok, n_latents)
     return n_latents
+
+
+def _activation_batches(cfg: RunConfig, data: DataRef):
+    """(ctx_ids [B], acts [B, T, d], valid [B, T]) for every context, from the cached file or the model."""
+    if not data.activations_path:
+        subject = load_subject(cfg)
+        contexts = read_contexts(Store(cfg.store), data.dataset_id)["token_ids"].to_list()
+        yield from subject.iter_activation_batches(contexts, data.layer, ENCODE_BATCH_CONTEXTS)
+        return
+    from sae.activation_files import open_activations
+
+    acts, T = open_activations(data.activations_path), data.ctx_len
+    for start in tqdm(range(0, data.n_contexts, ENCODE_BATCH_CONTEXTS), desc="encode latents", unit="batch"):
+        stop = min(start + ENCODE_BATCH_CONTEXTS, data.n_contexts)
+        rows = np.array(acts[start * T: stop * T], dtype=np.float32)
+        yield torch.arange(start, stop), torch.from_numpy(rows).view(stop - start, T, -1), torch.ones(
+            stop - start, T, dtype=torch.bool)
 
 
 def read_stats(store: Store, sid: str) -> pl.DataFrame:

@@ -101,3 +101,18 @@ def test_reports_are_written(finished_run):
     index = Store(cfg.store).reports_dir() / "index.html"
     assert index.exists()
     assert summary["sae_id"] in index.read_text()
+
+
+def test_streaming_run_keeps_no_activation_file(tiny_run, tmp_path):
+    """`--stream-activations`: train and encode straight from the model; same tables, no .npy."""
+    from flows.pipeline import pipeline
+
+    cfg, summary = tiny_run
+    streamed = cfg.model_copy(update={"store": str(tmp_path / "store"), "stream_activations": True,
+                                      "max_latents": 20})
+    result = pipeline(streamed)
+    store = Store(streamed.store)
+    assert result["sae_id"] != summary["sae_id"]
+    assert not list((tmp_path / "store").rglob("*.npy"))
+    assert store.read("scores").filter(pl.col("explainer") == "n2g").height >= 15
+    assert store.read("latent_stats").height == 512
