@@ -72,10 +72,13 @@ def build_contexts(cfg: RunConfig, subject) -> str:
     contexts = [c for c in contexts if len(c) == cfg.ctx_len]  # equal lengths: acts file is [n_ctx * T, d]
     if not contexts:
         raise ValueError(f"corpus {cfg.corpus or 'pydoc topics'} gives no context of {cfg.ctx_len} tokens")
+    # ctx_ids are unique across the store's datasets (examples and simulations name a context by ctx_id
+    # alone): a new dataset continues after the largest id already stored.
+    first = _next_ctx_id(store)
     frame = pl.DataFrame(
         {
             "dataset_id": [ds] * len(contexts),
-            "ctx_id": np.arange(len(contexts), dtype=np.int64),
+            "ctx_id": np.arange(first, first + len(contexts), dtype=np.int64),
             "token_ids": contexts,
             "tokens": [subject.tokenizer.convert_ids_to_tokens(c) for c in contexts],
         },
@@ -90,6 +93,12 @@ def _has_contexts(store: Store, ds: str) -> bool:
     if not store.has("contexts"):
         return False
     return store.scan("contexts").filter(pl.col("dataset_id") == ds).select(pl.len()).collect().item() > 0
+
+
+def _next_ctx_id(store: Store) -> int:
+    if not store.has("contexts"):
+        return 0
+    return int(store.scan("contexts").select(pl.col("ctx_id").max()).collect().item()) + 1
 
 
 def read_contexts(store: Store, ds: str) -> pl.DataFrame:
@@ -114,7 +123,8 @@ def cache_activations(cfg: RunConfig, subject, ds: str, layer: int) -> DataRef:
     if path.exists():
         log.info("activations already cached at %s", path)
         return ref
-    batches = subject.iter_activation_batches(contexts["token_ids"].to_list(), layer, batch_size=64)
+    batches = subject.iter_activation_batches(contexts["token_ids"].to_list(), layer, batch_size=64,
+                                              ctx_ids=contexts["ctx_id"].to_list())
     save_activations(path, (acts.reshape(-1, acts.shape[-1]) for _ids, acts, _valid in batches))
     return ref
 

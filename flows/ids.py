@@ -34,8 +34,9 @@ def activations_id(cfg: RunConfig, layer: int) -> str:
 
 def sae_id(cfg: RunConfig, layer: int) -> str:
     """A trained SAE is named by everything that shaped it; a loaded one by its path."""
-    if cfg.sae:
-        return f"{slug(cfg.sae)}-{stable_hash({'sae': str(Path(cfg.sae).resolve())}, 8)}"
+    if cfg.sae:  # the same SAE file on another corpus or layer is another set of results
+        key = {"sae": str(Path(cfg.sae).resolve()), "data": dataset_id(cfg), "layer": layer}
+        return f"{slug(cfg.sae)}-{stable_hash(key, 8)}"
     key = {"data": dataset_id(cfg), "model": model_name(cfg), "layer": layer, "n": cfg.n_latents, "k": cfg.k,
            "tokens": cfg.train_tokens, "batch": cfg.batch_size, "dead": cfg.dead_tokens, "seed": cfg.seed}
     if cfg.stream_activations:  # another batch order, another SAE (absent otherwise: existing ids stay)

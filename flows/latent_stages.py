@@ -68,19 +68,21 @@ def cache_latents(cfg: RunConfig, data: DataRef, sid: str) -> int:
 
 def _activation_batches(cfg: RunConfig, data: DataRef):
     """(ctx_ids [B], acts [B, T, d], valid [B, T]) for every context, from the cached file or the model."""
+    contexts = read_contexts(Store(cfg.store), data.dataset_id)
+    ctx_ids = contexts["ctx_id"].to_numpy()
     if not data.activations_path:
         subject = load_subject(cfg)
-        contexts = read_contexts(Store(cfg.store), data.dataset_id)["token_ids"].to_list()
-        yield from subject.iter_activation_batches(contexts, data.layer, ENCODE_BATCH_CONTEXTS)
+        yield from subject.iter_activation_batches(contexts["token_ids"].to_list(), data.layer,
+                                                   ENCODE_BATCH_CONTEXTS, ctx_ids=ctx_ids)
         return
     from sae.activation_files import open_activations
 
-    acts, T = open_activations(data.activations_path), data.ctx_len
+    acts, T = open_activations(data.activations_path), data.ctx_len  # row r * T + t: context r, token t
     for start in tqdm(range(0, data.n_contexts, ENCODE_BATCH_CONTEXTS), desc="encode latents", unit="batch"):
         stop = min(start + ENCODE_BATCH_CONTEXTS, data.n_contexts)
         rows = np.array(acts[start * T: stop * T], dtype=np.float32)
-        yield torch.arange(start, stop), torch.from_numpy(rows).view(stop - start, T, -1), torch.ones(
-            stop - start, T, dtype=torch.bool)
+        yield (torch.from_numpy(ctx_ids[start:stop]), torch.from_numpy(rows).view(stop - start, T, -1),
+               torch.ones(stop - start, T, dtype=torch.bool))
 
 
 def read_stats(store: Store, sid: str) -> pl.DataFrame:

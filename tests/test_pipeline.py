@@ -103,16 +103,27 @@ def test_reports_are_written(finished_run):
     assert summary["sae_id"] in index.read_text()
 
 
-def test_streaming_run_keeps_no_activation_file(tiny_run, tmp_path):
-    """`--stream-activations`: train and encode straight from the model; same tables, no .npy."""
+def test_streaming_run_on_a_second_corpus_in_the_same_store(tiny_run, tmp_path):
+    """`--stream-activations` trains and encodes straight from the model (no new .npy); a second
+    dataset in a store gets context ids after the first one's, so ctx_id names one context."""
+    import shutil
+
     from flows.pipeline import pipeline
 
     cfg, summary = tiny_run
-    streamed = cfg.model_copy(update={"store": str(tmp_path / "store"), "stream_activations": True,
-                                      "max_latents": 20})
-    result = pipeline(streamed)
-    store = Store(streamed.store)
+    shutil.copytree(cfg.store, tmp_path / "store")
+    npy_before = sorted((tmp_path / "store").rglob("*.npy"))
+    second = cfg.model_copy(update={"store": str(tmp_path / "store"), "stream_activations": True,
+                                    "max_contexts": 120, "max_latents": 20})
+    result = pipeline(second)
+    store = Store(second.store)
     assert result["sae_id"] != summary["sae_id"]
-    assert not list((tmp_path / "store").rglob("*.npy"))
-    assert store.read("scores").filter(pl.col("explainer") == "n2g").height >= 15
-    assert store.read("latent_stats").height == 512
+    assert sorted((tmp_path / "store").rglob("*.npy")) == npy_before
+    contexts = store.read("contexts")
+    first_ids = set(contexts.filter(pl.col("dataset_id") == summary["data"]["dataset_id"])["ctx_id"])
+    second_ids = set(contexts.filter(pl.col("dataset_id") == result["data"]["dataset_id"])["ctx_id"])
+    assert len(second_ids) == 120 and min(second_ids) == max(first_ids) + 1
+    mine = store.read("examples").filter(pl.col("sae_id") == result["sae_id"])
+    assert set(mine["ctx_id"]) <= second_ids
+    assert store.read("scores").filter((pl.col("sae_id") == result["sae_id"])
+                                       & (pl.col("explainer") == "n2g")).height >= 15
