@@ -154,6 +154,9 @@ def pipeline(cfg: RunConfig) -> dict:
         from flows.llm_stages import close_session
 
         close_session(run_id)
+    from flows.llm_stages import LLM_CALLS_SCHEMA
+
+    Store(cfg.store).ensure_table("llm_calls", LLM_CALLS_SCHEMA)  # a run without an LLM still has the table
     record_run(cfg, run_id, "ok", started)
     summary = {"run_id": run_id, "sae_id": sid, "data": asdict(data), "scored": counts, "report": report,
                "timings_s": timings, "wall_s": round(time.perf_counter() - clock, 1)}

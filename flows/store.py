@@ -56,6 +56,15 @@ class Store:
         os.replace(tmp, directory / name)
         return directory / name
 
+    def ensure_table(self, table: str, schema: dict[str, pl.DataType]) -> None:
+        """Give an empty table one empty part with its schema, so every table of the contract exists."""
+        if not self.has(table):
+            directory = self.table_dir(table)
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = directory / ".empty.parquet.tmp"
+            pl.DataFrame(schema=schema).write_parquet(tmp)
+            os.replace(tmp, directory / "empty.parquet")
+
     def parts(self, table: str) -> list[Path]:
         directory = self.table_dir(table)
         return sorted(directory.rglob("*.parquet")) if directory.exists() else []

@@ -30,8 +30,9 @@ def test_every_table_is_written(finished_run):
     cfg, _ = finished_run
     store = Store(cfg.store)
     for table in ("runs", "contexts", "latent_stats", "latent_acts", "examples", "explanations",
-                  "simulations", "scores"):
+                  "simulations", "scores", "llm_calls"):
         assert store.has(table), table
+    assert store.read("llm_calls").is_empty() and "request_hash" in store.read("llm_calls").columns
     runs = store.read("runs")
     assert runs["status"].to_list() == ["ok"]
     assert json.loads(runs["config"][0])["n_latents"] == 512
