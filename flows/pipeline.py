@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger
 from flows import data_stages, explain_stages, latent_stages
 from flows.config import RunConfig
 from flows.data_stages import DataRef
+from flows.llm_stages import LLM_CALLS_SCHEMA, close_session, estimate_llm_cost, explain_with_llm, score_with_llm
 from flows.store import Store
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,6 @@ def sampling_flow(cfg: RunConfig, data: DataRef, sae_id: str) -> int:
 def explain_flow(cfg: RunConfig, data: DataRef, sae_id: str, run_id: str) -> str:
     """Explanations for every selected latent (resumes per latent); returns the explainer name."""
     if cfg.explainer == "llm":
-        from flows.llm_stages import explain_with_llm
-
         explain_with_llm(cfg, data, sae_id, run_id)
     else:
         explain_stages.explain_with_n2g(cfg, data, sae_id, run_id)
@@ -81,8 +80,6 @@ def score_flow(cfg: RunConfig, data: DataRef, sae_id: str, explainer: str, run_i
             counts[f"{name}/simulation"] = explain_stages.score_by_simulation(
                 cfg, data, sae_id, name, N2GSimulator(), run_id)
         if llm_scorers:
-            from flows.llm_stages import score_with_llm
-
             counts.update(score_with_llm(cfg, data, sae_id, name, llm_scorers, run_id))
     return counts
 
@@ -98,8 +95,6 @@ def report_flow(cfg: RunConfig, sae_id: str) -> str:
 @flow(name="dry-run")
 def dry_run_flow(cfg: RunConfig) -> str:
     """Every stage that costs no LLM call (data, SAE, cache, examples), then the LLM cost estimate."""
-    from flows.llm_stages import estimate_llm_cost
-
     data = prepare_data_flow(cfg)
     sid = sae_flow(cfg, data)
     latent_cache_flow(cfg, data, sid)
@@ -151,11 +146,7 @@ def pipeline(cfg: RunConfig) -> dict:
         record_run(cfg, run_id, "failed", started, f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        from flows.llm_stages import close_session
-
         close_session(run_id)
-    from flows.llm_stages import LLM_CALLS_SCHEMA
-
     Store(cfg.store).ensure_table("llm_calls", LLM_CALLS_SCHEMA)  # a run without an LLM still has the table
     record_run(cfg, run_id, "ok", started)
     summary = {"run_id": run_id, "sae_id": sid, "data": asdict(data), "scored": counts, "report": report,
