@@ -75,8 +75,13 @@ class RunConfig(BaseModel):
             raise ValueError(f"unknown scorer {unknown[0]!r}; choose from {', '.join(SCORERS)}")
         return value
 
+    def llm_scorers(self) -> list[str]:
+        """Scorers that ask the LLM: detection and fuzzing always; simulation of free-text (LLM)
+        explanations too (N2G explanations are simulated by pattern matching)."""
+        return [s for s in self.scorers if s != "simulation" or self.explainer == "llm"]
+
     def needs_llm(self) -> bool:
-        return self.explainer == "llm" or any(s != "simulation" for s in self.scorers)
+        return self.explainer == "llm" or bool(self.llm_scorers())
 
 
 def stable_hash(payload: dict, n: int = 10) -> str:

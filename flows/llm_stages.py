@@ -99,18 +99,19 @@ def explain_with_llm(cfg: RunConfig, data: DataRef, sid: str, run_id: str) -> in
     return written
 
 
-def _scorer(name: str, session: LLMSession):
+def _scorer(name: str, client=None, budget=None):
+    """The LLM scorer called `name`; with no client it can only `plan` its requests (dry run)."""
     if name == "simulation":
         from score.llm_simulator import LLMSimulator
 
-        return LLMSimulator(session.client, budget=session.budget)
+        return LLMSimulator(client, budget=budget)
     if name == "detection":
         from score.detection import DetectionScorer
 
-        return DetectionScorer(session.client, budget=session.budget)
+        return DetectionScorer(client, budget=budget)
     from score.fuzzing import FuzzingScorer
 
-    return FuzzingScorer(session.client, budget=session.budget)
+    return FuzzingScorer(client, budget=budget)
 
 
 def _run_scorer(name: str, scorer, explanations: list[Explanation], records: dict[int, LatentRecord],
@@ -132,7 +133,7 @@ def score_with_llm(cfg: RunConfig, data: DataRef, sid: str, explainer: str, scor
     counts: dict[str, int] = {}
     for name in scorers:
         todo = ok.filter(~pl.col("latent").is_in(sorted(scored_latents(session.store, sid, explainer, name))))
-        scorer, counts[f"{explainer}/{name}"] = _scorer(name, session), 0
+        scorer, counts[f"{explainer}/{name}"] = _scorer(name, session.client, session.budget), 0
         for start in range(0, todo.height, CHUNK_LATENTS):
             chunk = todo.slice(start, CHUNK_LATENTS)
             records = {r.latent: r for r in load_records(session.store, sid, data.dataset_id,
@@ -164,13 +165,9 @@ def estimate_llm_cost(cfg: RunConfig, data: DataRef, sid: str) -> str:
     from explain.llm_cost import estimate_cost
 
     store = Store(cfg.store)
-    explainer_name = "llm" if cfg.explainer == "llm" else "n2g"
-    todo = pending_latents(store, sid, explainer_name, cfg.max_latents)
+    todo = pending_latents(store, sid, cfg.explainer, cfg.max_latents)
     records = load_records(store, sid, data.dataset_id, todo)
-    planners = []
-    for name in cfg.scorers:
-        if name != "simulation" or cfg.explainer == "llm":
-            planners.append(_scorer_planner(name))
+    planners = [_scorer(name) for name in cfg.llm_scorers()]
     settings = llm_settings(cfg)
     estimate = estimate_cost(records, settings, explainer=cfg.explainer == "llm", scorers=planners)
     # Each explained latent's random baseline is scored the same way: the scorers' cost once more.
@@ -190,16 +187,3 @@ def estimate_llm_cost(cfg: RunConfig, data: DataRef, sid: str) -> str:
                  f"{estimate.token_counter}")
     return "\n".join(lines)
 
-
-def _scorer_planner(name: str):
-    if name == "simulation":
-        from score.llm_simulator import LLMSimulator
-
-        return LLMSimulator(None)
-    if name == "detection":
-        from score.detection import DetectionScorer
-
-        return DetectionScorer(None)
-    from score.fuzzing import FuzzingScorer
-
-    return FuzzingScorer(None)

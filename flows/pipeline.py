@@ -71,7 +71,7 @@ def score_flow(cfg: RunConfig, data: DataRef, sae_id: str, explainer: str, run_i
     simulator; detection and fuzzing always ask the LLM.
     """
     baseline = explain_stages.store_random_baseline(cfg, sae_id, explainer, run_id)
-    llm_scorers = [s for s in cfg.scorers if s != "simulation" or cfg.explainer == "llm"]
+    llm_scorers = cfg.llm_scorers()
     counts = {}
     for name in (explainer, baseline):
         if "simulation" in cfg.scorers and cfg.explainer == "n2g":
