@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explain.latent_cache import LatentStatsAccumulator, sparse_activation_frame  # noqa: E402
-from explain.sampling import SamplingConfig, sample_examples  # noqa: E402
+from explain.latents.cache import LatentStatsAccumulator, sparse_activation_frame  # noqa: E402
+from explain.sampling.examples import SamplingConfig, sample_examples  # noqa: E402
 
 log = logging.getLogger("cache_scaling")
 
@@ -80,7 +80,7 @@ def activation_batches(subject, contexts: list[list[int]], ids: range,
         yield from subject.iter_activation_batches(contexts, args.layer, args.batch, ctx_ids=list(ids),
                                                    progress=False)
         return
-    from sae.activations import pad_contexts
+    from sae.data.subject import pad_contexts
 
     embeddings = subject.model.embeddings
     for lo in range(0, len(contexts), args.batch):
@@ -93,8 +93,8 @@ def activation_batches(subject, contexts: list[list[int]], ids: range,
 
 def encode_corpus(scale: int, args: argparse.Namespace, parts: Path) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Stream the corpus through model + SAE; write latent_acts parts; return (contexts, stats, n_tokens)."""
-    from sae.activations import load_subject_model
-    from sae.corpus import load_texts, tokenize_contexts
+    from sae.data.corpus import load_texts, tokenize_contexts
+    from sae.data.subject import load_subject_model
 
     subject = load_subject_model(None)
     base = tokenize_contexts(load_texts(None), subject.tokenizer, ctx_len=args.ctx_len)

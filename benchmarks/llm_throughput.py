@@ -1,4 +1,4 @@
-"""LLM-path throughput against the local fake server (tests/llm_server.py): latents/min vs the ideal.
+"""LLM-path throughput against the local fake server (tests/fixtures/llm_server.py): latents/min vs the ideal.
 
 Every request to the fake server takes `--latency` seconds (default 200 ms). With `--concurrency` C
 requests in flight and a stage that needs k requests per latent, the ideal is C / (k * latency)
@@ -25,20 +25,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the fake server and planted records live with the tests
 
-from llm_fixtures import make_client, planted_records  # noqa: E402
+from fixtures.llm import make_client, planted_records  # noqa: E402
 
-from explain.llm_explainer import LLMExplainer  # noqa: E402
-from score.detection import DetectionScorer  # noqa: E402
-from score.fuzzing import FuzzingScorer  # noqa: E402
-from score.llm_simulator import LLMSimulator, LLMSimulatorConfig, simulate_and_score_many  # noqa: E402
+from explain.explainers.llm import LLMExplainer  # noqa: E402
+from score.judges.detection import DetectionScorer  # noqa: E402
+from score.judges.fuzzing import FuzzingScorer  # noqa: E402
+from score.simulators.llm import LLMSimulator, LLMSimulatorConfig, simulate_and_score_many  # noqa: E402
 
 log = logging.getLogger("llm_throughput")
 
 
 @contextlib.contextmanager
 def fake_server(latency_s: float) -> Iterator[str]:
-    """tests/llm_server.py in a child process (its own GIL, like a real remote server); yields base_url."""
-    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "llm_server.py"), "--latency", str(latency_s)],
+    """tests/fixtures/llm_server.py in a child process (its own GIL, like a real remote server); yields base_url."""
+    server = ROOT / "tests" / "fixtures" / "llm_server.py"
+    process = subprocess.Popen([sys.executable, str(server), "--latency", str(latency_s)],
                                stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

@@ -1,7 +1,7 @@
 """Per-latent records: what an explainer sees and what a scorer checks.
 
-These dataclasses are the hand-off between sampling (explain/sampling.py), explainers
-(explain/n2g.py, explain/llm_explainer.py) and simulators/scorers (score/). They hold plain
+These dataclasses are the hand-off between sampling (explain/sampling/examples.py), explainers
+(explain/explainers/n2g.py, explain/explainers/llm.py) and simulators/scorers (score/). They hold plain
 Python and numpy values only, so they pickle cheaply across Prefect/Dask workers.
 """
 
@@ -88,7 +88,7 @@ class Explanation:
 
 def build_latent_records(examples: pl.DataFrame, contexts: pl.DataFrame,
                          stats: pl.DataFrame) -> list[LatentRecord]:
-    """Examples table rows (explain/sampling.py) -> one LatentRecord per latent, sorted by latent.
+    """Examples table rows (explain/sampling/examples.py) -> one LatentRecord per latent, sorted by latent.
 
     examples: sae_id, latent, split, kind, quantile, ctx_id, start, acts (list[f32], [window]).
     contexts: ctx_id, token_ids (list[int]), tokens (list[str]); tokens of an example are

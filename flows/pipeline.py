@@ -17,10 +17,12 @@ from importlib.metadata import PackageNotFoundError, version
 import polars as pl
 from prefect import flow, get_run_logger
 
-from flows import data_stages, explain_stages, latent_stages
 from flows.config import RunConfig
-from flows.data_stages import DataRef
-from flows.llm_stages import LLM_CALLS_SCHEMA, close_session, estimate_llm_cost, explain_with_llm, score_with_llm
+from flows.stages import data as data_stages
+from flows.stages import explain as explain_stages
+from flows.stages import latents as latent_stages
+from flows.stages.data import DataRef
+from flows.stages.llm import LLM_CALLS_SCHEMA, close_session, estimate_llm_cost, explain_with_llm, score_with_llm
 from flows.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ def score_flow(cfg: RunConfig, data: DataRef, sae_id: str, explainer: str, run_i
     counts = {}
     for name in (explainer, baseline):
         if "simulation" in cfg.scorers and cfg.explainer == "n2g":
-            from score.n2g_simulator import N2GSimulator
+            from score.simulators.n2g import N2GSimulator
 
             counts[f"{name}/simulation"] = explain_stages.score_by_simulation(
                 cfg, data, sae_id, name, N2GSimulator(), run_id)

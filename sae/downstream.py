@@ -1,6 +1,6 @@
 """Downstream loss of an SAE in a causal LM: splice the reconstruction into the residual stream.
 
-The output of block `layer` (the residual stream after that block, see sae/activations.py) is replaced
+The output of block `layer` (the residual stream after that block, see sae/data/subject.py) is replaced
 by `reconstruct(output)` at every non-padding position, the rest of the model runs on it, and we compare
 the next-token predictions with the clean run: cross-entropy on the true next tokens (clean, patched,
 delta) and the KL divergence KL(clean || patched) of the next-token distributions, both averaged over the
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sae.activations import find_blocks
+from sae.data.subject import find_blocks
 
 logger = logging.getLogger(__name__)
 

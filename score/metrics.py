@@ -11,7 +11,7 @@ One implementation of each metric, shared by every scorer (simulation, detection
 Why not call scikit-learn directly: in scikit-learn 1.9 one `precision_recall_fscore_support` or
 `roc_auc_score` call costs 5-15 ms of input validation, whatever the input size, which is minutes for
 4096 latents x (explainer + random baseline). The counts below take microseconds, and
-tests/test_score_metrics.py checks them against scikit-learn (the oracle) on random and tied inputs.
+tests/score/test_score_metrics.py checks them against scikit-learn (the oracle) on random and tied inputs.
 """
 
 from __future__ import annotations

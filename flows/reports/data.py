@@ -1,0 +1,204 @@
+"""Load the store tables the reports need, deduplicate reruns, and group rows by latent once.
+
+Every table is read once (filtered to one SAE if asked) and turned into plain Python rows grouped by
+(sae_id, latent), so building thousands of pages never re-filters a full table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from flows.reports.html import esc
+from flows.store import Store
+
+log = logging.getLogger(__name__)
+
+LatentKey = tuple[str, int]
+RANDOM_SUFFIX = "-random"  # score.baselines names baselines f"{explainer}-random"
+
+
+@dataclass
+class TokenText:
+    """Display form of one context's tokens: escaped separator and escaped text per token ([ctx_len])."""
+
+    seps: list[str]
+    texts: list[str]
+    plain: list[str] = field(default_factory=list)
+    """seps[i] + texts[i], precomputed: how an inactive token is shown."""
+
+    def __post_init__(self) -> None:
+        if not self.plain:
+            self.plain = [sep + text for sep, text in zip(self.seps, self.texts, strict=True)]
+
+    def window(self, start: int, n: int) -> TokenText:
+        end = start + n
+        return TokenText(seps=self.seps[start:end], texts=self.texts[start:end], plain=self.plain[start:end])
+
+
+@dataclass
+class ReportData:
+    """Everything the pages show, grouped by (sae_id, latent)."""
+
+    stats: dict[LatentKey, dict] = field(default_factory=dict)
+    explanations: dict[LatentKey, list[dict]] = field(default_factory=dict)
+    scores: dict[LatentKey, list[dict]] = field(default_factory=dict)
+    examples: dict[LatentKey, list[dict]] = field(default_factory=dict)
+    simulations: dict[LatentKey, list[dict]] = field(default_factory=dict)
+    runs: list[dict] = field(default_factory=list)
+    tokens: dict[int, TokenText] = field(default_factory=dict)
+
+    def latent_keys(self) -> list[LatentKey]:
+        """Every latent that has stats, an explanation or a score, sorted."""
+        return sorted(set(self.stats) | set(self.explanations) | set(self.scores))
+
+
+def is_baseline(explainer: str) -> bool:
+    return explainer.endswith(RANDOM_SUFFIX)
+
+
+def load_report_data(store: Store, sae_id: str | None = None) -> ReportData:
+    """Read runs, latent_stats, explanations, scores, examples, simulations and contexts from `store`."""
+    runs = _read(store, "runs", None)
+    examples = _dedup(_read(store, "examples", sae_id), ["sae_id", "latent", "split", "kind", "ctx_id", "start"])
+    data = ReportData(
+        stats={k: rows[-1] for k, rows in _grouped(_read(store, "latent_stats", sae_id)).items()},
+        explanations=_grouped(_latest_explanations(_read(store, "explanations", sae_id))),
+        scores=_grouped(_latest_scores(_read(store, "scores", sae_id), runs)),
+        examples=_grouped(examples, array_columns=("acts",)),
+        simulations=_grouped(_real_simulations(store, sae_id), array_columns=("true_acts", "sim_acts")),
+        runs=_recent_runs(runs),
+    )
+    data.tokens = _context_tokens(store, examples)
+    log.info("reports: %d latents, %d contexts with tokens", len(data.latent_keys()), len(data.tokens))
+    return data
+
+
+def _read(store: Store, table: str, sae_id: str | None, where: pl.Expr | None = None) -> pl.DataFrame:
+    """A whole table (empty frame if missing), filtered to one SAE and by `where` before loading."""
+    if not store.has(table):
+        return pl.DataFrame()
+    frame = store.scan(table)
+    if sae_id is not None and "sae_id" in frame.collect_schema().names():
+        frame = frame.filter(pl.col("sae_id") == sae_id)
+    if where is not None:
+        frame = frame.filter(where)
+    return frame.collect()
+
+
+def _dedup(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """Keep the last row of each key (rows of a rerun replace those of the run before)."""
+    present = [k for k in key if k in frame.columns]
+    if frame.height == 0 or not present:
+        return frame
+    return frame.unique(subset=present, keep="last", maintain_order=True)
+
+
+def _latest_explanations(frame: pl.DataFrame) -> pl.DataFrame:
+    if "created_at" in frame.columns:
+        frame = frame.sort("created_at", nulls_last=False, maintain_order=True)
+    return _dedup(frame, ["sae_id", "latent", "explainer"])
+
+
+def _latest_scores(scores: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
+    """One score row per (sae_id, latent, explainer, scorer): the one of the most recently started run."""
+    if scores.height and "run_id" in scores.columns and {"run_id", "started_at"} <= set(runs.columns):
+        started = runs.select("run_id", pl.col("started_at").cast(pl.String).alias("_started"))
+        started = started.unique(subset=["run_id"], keep="last")
+        scores = scores.join(started, on="run_id", how="left", maintain_order="left")
+        scores = scores.sort("_started", nulls_last=False, maintain_order=True).drop("_started")
+    return _dedup(scores, ["sae_id", "latent", "explainer", "scorer"])
+
+
+def _real_simulations(store: Store, sae_id: str | None) -> pl.DataFrame:
+    """Simulations of real explainers only: the pages never show a random baseline's simulation."""
+    return _read(store, "simulations", sae_id, ~pl.col("explainer").str.ends_with(RANDOM_SUFFIX))
+
+
+def _grouped(frame: pl.DataFrame, array_columns: tuple[str, ...] = ()) -> dict[LatentKey, list[dict]]:
+    """Rows as dicts grouped by (sae_id, latent), table order kept; one pass over the frame.
+
+    `array_columns` (list[float] columns) come back as float32 numpy views into one flat buffer per
+    column instead of Python lists: millions of activations stay compact and slice fast. Each also gets
+    a `<column>_max` entry (0.0 for an empty list), computed once for the whole column.
+    """
+    if frame.height == 0 or not {"sae_id", "latent"} <= set(frame.columns):
+        return {}
+    arrays = {c: _row_arrays(frame.get_column(c)) for c in array_columns if c in frame.columns}
+    scalars = frame.drop(list(arrays)).with_columns(
+        frame.get_column(c).list.max().cast(pl.Float64).fill_null(0.0).alias(f"{c}_max") for c in arrays
+    )
+    groups: dict[LatentKey, list[dict]] = defaultdict(list)
+    for i, row in enumerate(scalars.iter_rows(named=True)):
+        for name, values in arrays.items():
+            row[name] = values[i]
+        groups[(row["sae_id"], int(row["latent"]))].append(row)
+    return dict(groups)
+
+
+def _row_arrays(column: pl.Series) -> list[np.ndarray]:
+    """A list[float] column as one float32 numpy view per row ([len(row)] each; nulls become empty)."""
+    lengths = column.list.len().fill_null(0).to_numpy()
+    nonempty = column.filter(column.list.len().fill_null(0) > 0)
+    flat = nonempty.explode().cast(pl.Float32).fill_null(0.0).to_numpy()
+    ends = np.cumsum(lengths)
+    return [flat[end - n : end] for end, n in zip(ends.tolist(), lengths.tolist(), strict=True)]
+
+
+def _recent_runs(runs: pl.DataFrame, limit: int = 10) -> list[dict]:
+    if runs.height == 0:
+        return []
+    if "started_at" in runs.columns:
+        runs = runs.sort("started_at", descending=True, nulls_last=True)
+    keep = [c for c in ("run_id", "flow", "status", "started_at", "finished_at", "code_version") if c in runs.columns]
+    return runs.select(keep).head(limit).to_dicts()
+
+
+def _context_tokens(store: Store, examples: pl.DataFrame) -> dict[int, TokenText]:
+    """Display tokens of every context that an example points into."""
+    if examples.height == 0 or not store.has("contexts"):
+        return {}
+    wanted = examples.get_column("ctx_id").unique().implode()
+    contexts = store.scan("contexts").filter(pl.col("ctx_id").is_in(wanted)).select("ctx_id", "tokens").collect()
+    if contexts.get_column("ctx_id").n_unique() != contexts.height:
+        log.warning("contexts: a ctx_id appears in several datasets; showing the last one's tokens")
+    sample = [t for toks in contexts.get_column("tokens").head(50).to_list() for t in toks]
+    bpe = any(t[:1] in ("Ġ", "▁") for t in sample)
+    return {
+        int(ctx_id): display_tokens(tokens, bpe)
+        for ctx_id, tokens in zip(contexts["ctx_id"].to_list(), contexts["tokens"].to_list(), strict=True)
+    }
+
+
+def display_tokens(tokens: list[str], bpe: bool) -> TokenText:
+    """Readable, escaped token text: WordPiece `##x` joins the previous token; BPE `Ġx`/`▁x` starts a word."""
+    seps, texts = [], []
+    for i, token in enumerate(tokens):
+        if bpe:
+            spaced = token[:1] in ("Ġ", "▁")
+            sep, text = (" ", token[1:]) if spaced else ("", token)
+            text = text.replace("Ċ", "↵")
+        elif token.startswith("##"):
+            sep, text = "", token[2:]
+        else:
+            sep, text = (" " if i else ""), token
+        seps.append(sep)
+        texts.append(esc(text))
+    return TokenText(seps=seps, texts=texts)
+
+
+def parse_patterns(value: object) -> list[dict]:
+    """N2G patterns from an explanations row: a JSON string, a list of structs, or nothing."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return []
+    return [p for p in value if isinstance(p, dict)] if isinstance(value, list) else []

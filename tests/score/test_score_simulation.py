@@ -1,0 +1,174 @@
+"""Planted latents: N2G patterns that match exactly the trigger tokens score 1/1 on held-out windows,
+the random baseline scores near the base rate, and `scores` can be recomputed from `simulations`."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score
+
+from explain.explainers.n2g import N2GConfig, explain_n2g, match_patterns
+from explain.records import Example, Explanation, LatentRecord
+from flows.store import Store
+from score.baselines import random_baseline_explanations
+from score.simulation import (
+    SCORE_SCHEMA,
+    SIMULATION_SCHEMA,
+    NotScorableError,
+    Simulator,
+    score_frame,
+    score_latent,
+    score_many,
+    simulation_frame,
+)
+from score.simulators.n2g import N2GSimulator
+
+VOCAB = [f"w{i}" for i in range(40)]
+# latent -> patterns that fire exactly on its trigger (the last token of each n-gram)
+PLANTED = {
+    0: [{"ngram": ["w1"], "act": 2.0}, {"ngram": ["w2"], "act": 2.0}],
+    1: [{"ngram": ["w10"], "act": 1.0}],
+    2: [{"ngram": ["w20", "w21"], "act": 1.5}],
+    3: [{"ngram": ["w30"], "act": 3.0}],
+}
+
+
+def fake_match_patterns(patterns: list[dict], tokens: list[str]) -> np.ndarray:
+    """Ground truth of the planted latents (independent of explain.explainers.n2g): max act of the n-grams ending
+    at each token."""
+    pred = np.zeros(len(tokens), dtype=np.float32)
+    for i in range(len(tokens)):
+        for pattern in patterns:
+            ngram = pattern["ngram"]
+            if i + 1 >= len(ngram) and tokens[i + 1 - len(ngram) : i + 1] == ngram:
+                pred[i] = max(pred[i], pattern["act"])
+    return pred
+
+
+def _window(rng: np.random.Generator, latent: int, ctx_id: int, plant: bool, width: int = 16) -> Example:
+    tokens = [str(t) for t in rng.choice(VOCAB, size=width)]
+    if plant:
+        ngram = PLANTED[latent][int(rng.integers(len(PLANTED[latent])))]["ngram"]
+        at = int(rng.integers(len(ngram) - 1, width))
+        tokens[at + 1 - len(ngram) : at + 1] = ngram
+    # truth, with varying magnitudes: the latent fires exactly where its trigger n-gram ends
+    acts = (fake_match_patterns(PLANTED[latent], tokens) > 0) * rng.uniform(0.5, 4.0, width)
+    return Example(ctx_id=ctx_id, tokens=tokens, acts=acts.astype(np.float32), kind="activating" if plant else "random")
+
+
+def _record(latent: int, seed: int = 0) -> LatentRecord:
+    rng = np.random.default_rng(seed + latent)
+    explain = [_window(rng, latent, 1000 * latent + i, plant=i % 2 == 0) for i in range(10)]
+    score = [_window(rng, latent, 1000 * latent + 100 + i, plant=i % 2 == 0) for i in range(40)]
+    record = LatentRecord(sae_id="sae-test", latent=latent, explain=explain, score=score)
+    record.assert_disjoint()
+    return record
+
+
+def _explanation(latent: int, explainer: str = "n2g") -> Explanation:
+    text = " | ".join(" ".join(p["ngram"]) for p in PLANTED[latent])
+    return Explanation(latent=latent, explainer=explainer, text=text, patterns=PLANTED[latent])
+
+
+@pytest.fixture
+def simulator() -> N2GSimulator:
+    return N2GSimulator()  # the real explain.explainers.n2g.match_patterns
+
+
+def test_n2g_simulator_is_a_simulator(simulator: N2GSimulator) -> None:
+    assert isinstance(simulator, Simulator)
+    assert simulator.threshold == 0.0
+    record = _record(2)
+    expected = [match_patterns(PLANTED[2], e.tokens) for e in record.score]
+    got = simulator.simulate(_explanation(2), record.score)
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
+
+
+def test_injected_matcher_is_used() -> None:
+    record = _record(0)
+    ones = N2GSimulator(matcher=lambda patterns, tokens: np.ones(len(tokens)))
+    assert score_latent(_explanation(0), record, ones).result.recall == 1.0
+
+
+def test_planted_patterns_score_perfectly_and_random_baseline_near_base_rate(simulator: N2GSimulator) -> None:
+    records = {latent: _record(latent) for latent in PLANTED}
+    explanations = [_explanation(latent) for latent in PLANTED]
+    for explanation in explanations:
+        result = score_latent(explanation, records[explanation.latent], simulator).result
+        assert (result.precision, result.recall, result.f1) == (1.0, 1.0, 1.0)
+        assert result.auroc == 1.0
+    for baseline in random_baseline_explanations(explanations, seed=0):
+        assert baseline.explainer == "n2g-random"
+        result = score_latent(baseline, records[baseline.latent], simulator).result
+        base_rate = result.n_positive / result.n_tokens
+        assert result.precision <= base_rate + 0.05
+        assert result.f1 < 0.2
+
+
+def test_n2g_explainer_end_to_end_scores_perfectly_on_held_out_windows(simulator: N2GSimulator) -> None:
+    """explain.explainers.n2g mines patterns from the explain set only; they must generalise to the score set."""
+    for latent in PLANTED:
+        record = _record(latent, seed=11)
+        explanation = explain_n2g(record, N2GConfig())
+        assert explanation.ok, explanation.error
+        result = score_latent(explanation, record, simulator).result
+        assert (result.precision, result.recall) == (1.0, 1.0), (latent, explanation.patterns)
+
+
+def test_rows_have_the_store_columns(simulator: N2GSimulator) -> None:
+    scored = score_latent(_explanation(1), _record(1), simulator, run_id="run-1")
+    assert list(scored.score_row) == list(SCORE_SCHEMA)
+    assert all(list(row) == list(SIMULATION_SCHEMA) for row in scored.simulation_rows)
+    assert [row["ctx_id"] for row in scored.simulation_rows] == [e.ctx_id for e in _record(1).score]
+    assert scored.score_row["sae_id"] == "sae-test" and scored.score_row["run_id"] == "run-1"
+    assert scored.score_row["threshold"] == 0.0
+
+
+def test_scores_recomputed_from_simulations_with_sklearn(tmp_path, simulator: N2GSimulator) -> None:
+    records = {latent: _record(latent, seed=7) for latent in PLANTED}
+    explanations = [_explanation(latent) for latent in PLANTED]
+    # a noisy explainer too, so the recomputation is not trivially 1.0 everywhere
+    explanations += random_baseline_explanations(explanations, seed=3)
+    scored = score_many(explanations, records, simulator, run_id="r")
+    store = Store(tmp_path)
+    store.append("simulations", simulation_frame(scored))
+    store.append("scores", score_frame(scored))
+    key = ["sae_id", "latent", "explainer", "scorer"]
+    sims = store.read("simulations")
+    scores = store.read("scores")
+    assert scores.height == 2 * len(PLANTED)
+    for row in scores.iter_rows(named=True):
+        sel = sims.filter(*[pl.col(k) == row[k] for k in key])
+        y_true = np.concatenate([np.asarray(a) for a in sel["true_acts"]]) > 0
+        y_pred = np.concatenate([np.asarray(a) for a in sel["sim_acts"]]) > row["threshold"]
+        assert y_true.size == row["n_tokens"]
+        assert precision_score(y_true, y_pred, zero_division=0) == pytest.approx(row["precision"], abs=1e-12)
+        assert recall_score(y_true, y_pred, zero_division=0) == pytest.approx(row["recall"], abs=1e-12)
+        assert f1_score(y_true, y_pred, zero_division=0) == pytest.approx(row["f1"], abs=1e-12)
+
+
+def test_failed_explanations_are_not_scored(simulator: N2GSimulator) -> None:
+    failed = Explanation(latent=1, explainer="llm", text="", status="failed", error="parse error")
+    with pytest.raises(NotScorableError, match="failed"):
+        score_latent(failed, _record(1), simulator)
+    with pytest.raises(NotScorableError, match="latent 2"):
+        score_latent(_explanation(2), _record(1), simulator)
+    scored = score_many([failed, _explanation(1)], {1: _record(1)}, simulator)
+    assert [s.score_row["latent"] for s in scored] == [1]
+
+
+def test_misaligned_simulator_output_raises() -> None:
+    short = N2GSimulator(matcher=lambda patterns, tokens: np.zeros(len(tokens) - 1))
+    with pytest.raises(ValueError, match="15 values for 16 tokens"):
+        score_latent(_explanation(1), _record(1), short)
+
+
+def test_free_text_explanation_needs_patterns(simulator: N2GSimulator) -> None:
+    with pytest.raises(ValueError, match="no N2G patterns"):
+        simulator.simulate(Explanation(latent=1, explainer="llm", text="cats"), _record(1).score)
+
+
+def test_empty_frames_keep_schema() -> None:
+    assert simulation_frame([]).schema == pl.Schema(SIMULATION_SCHEMA)
+    assert score_frame([]).schema == pl.Schema(SCORE_SCHEMA)
