@@ -30,7 +30,8 @@ from fixtures.llm import make_client, planted_records  # noqa: E402
 from explain.explainers.llm import LLMExplainer  # noqa: E402
 from score.judges.detection import DetectionScorer  # noqa: E402
 from score.judges.fuzzing import FuzzingScorer  # noqa: E402
-from score.simulators.llm import LLMSimulator, LLMSimulatorConfig, simulate_and_score_many  # noqa: E402
+from score.simulation import SimulationScorer  # noqa: E402
+from score.simulators.llm import LLMSimulator, LLMSimulatorConfig  # noqa: E402
 
 log = logging.getLogger("llm_throughput")
 
@@ -70,16 +71,13 @@ def run(n_latents: int, concurrency: int, latency_s: float, n_score: int, n_quie
     with fake_server(latency_s) as base_url:
         client, recorder = make_client(base_url, max_concurrency=concurrency, timeout_s=30.0)
         start, cpu = time.perf_counter(), time.process_time()
-        explanations = LLMExplainer(client).explain_many(records, progress=False)
+        explanations = LLMExplainer(client).explain_many(records)
         stages = [("explain", time.perf_counter() - start, time.process_time() - cpu)]
-        for name, score in [
-            ("simulation", lambda: simulate_and_score_many(explanations, by_latent,
-                                                           LLMSimulator(client, sim_config), progress=False)),
-            ("detection", lambda: DetectionScorer(client).score_many(explanations, by_latent, progress=False)),
-            ("fuzzing", lambda: FuzzingScorer(client).score_many(explanations, by_latent, progress=False)),
-        ]:
+        scorers = [SimulationScorer(LLMSimulator(client, sim_config)), DetectionScorer(client), FuzzingScorer(client)]
+        for scorer in scorers:
+            name = scorer.name
             start, cpu = time.perf_counter(), time.process_time()
-            outcomes = score()
+            outcomes = scorer.score_many(explanations, by_latent)
             stages.append((name, time.perf_counter() - start, time.process_time() - cpu))
             assert all(o.status == "ok" for o in outcomes), name
         for name, wall, cpu_s in stages:

@@ -1,4 +1,17 @@
-"""The run configuration: one pydantic model, validated at the edge; the CLI is built from it."""
+"""The run configuration: one pydantic model with a nested config per stage, validated at the edge.
+
+Every setting that changes a result lives here; the CLI's flags and `--help` are generated from the
+fields and their docstrings (flows/cli/flags.py), the whole config is written to `runs.config`, and
+the fields that change a stage's output make up that stage's resume key (flows/store/ids.py), so a
+changed setting recomputes exactly the stages it affects. Fields that only change speed or memory
+(batch sizes of streaming passes, concurrency, timeouts) are listed in `NOT_IN_KEY` and never
+invalidate stored rows.
+
+Stage groups (the stage configs are the core packages' own classes, one definition each):
+`data` (subject model, layer, corpus), `sae` (dictionary shape and objective), `train`, `stats`
+(which latents get explained), `sampling` (example sets), `n2g`, and `llm` (the endpoint and its
+sampling settings). One `seed` and one `device` feed every stage.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +19,22 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from explain.explainers.n2g import N2GConfig
+from explain.latents.stats import LatentStatsConfig
+from explain.llm.settings import LLMSettings
+from explain.sampling.config import SamplingConfig
+from sae.config import SAEOptions, TrainConfig
 
 SCORERS = ("simulation", "detection", "fuzzing")
 
 
-class RunConfig(BaseModel):
-    """Everything `latent-atlas run` needs; the defaults are the embedded offline run."""
+class DataConfig(BaseModel):
+    """What is read: the subject model, the layer and the corpus, cut into contexts."""
 
     model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
-    store: str = "atlas-store"
-    """Store directory (Parquet tables, SAEs, reports); env LATENT_ATLAS_STORE overrides the default."""
     model: str | None = None
     """Subject model: HF id or local path; default the embedded all-MiniLM-L6-v2."""
     layer: int | None = None
@@ -28,34 +45,46 @@ class RunConfig(BaseModel):
     """Tokens per context."""
     max_contexts: int | None = Field(None, ge=1)
     """Use at most this many contexts of the corpus."""
-    sae: str | None = None
-    """Existing SAE directory or file (ours, SAELens, sparsify, OpenAI v5) instead of training one."""
-    n_latents: int = Field(4096, ge=1)
-    """SAE dictionary size when training."""
-    k: int = Field(32, ge=1)
-    """Active latents per token (TopK) when training."""
     stream_activations: bool = False
     """Keep no activation file: stream from the model (shuffle buffer) for training and encoding."""
-    train_tokens: int = Field(2_000_000, ge=1)
-    """Training tokens (epochs over the cached activations when the corpus is smaller)."""
-    batch_size: int = Field(4096, ge=1)
-    """SAE training batch size in tokens."""
-    dead_tokens: int = Field(1_000_000, ge=1)
-    """A latent unseen for this many training tokens counts as dead (AuxK revives it)."""
+
+
+class RunLLMSettings(LLMSettings):
+    """The LLM endpoint of a run; `model` is required only when an LLM explains or scores."""
+
+    model: str | None = None  # type: ignore[assignment]
+    """LLM model name for the llm explainer/simulator and the detection/fuzzing scorers."""
+
+
+class RunConfig(BaseModel):
+    """Everything `latent-atlas run` needs; the defaults are the embedded offline run."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    store: str = "atlas-store"
+    """Store directory (Parquet tables, SAEs, reports); env LATENT_ATLAS_STORE overrides the default."""
+    data: DataConfig = DataConfig()
+    """Subject model, layer and corpus."""
+    sae_path: str | None = None
+    """Existing SAE directory or file (ours, SAELens, sparsify, OpenAI v5) instead of training one."""
+    sae: SAEOptions = SAEOptions(n_latents=4096, k=32, dead_tokens=1_000_000)
+    """Shape and objective of the SAE trained when no --sae is given."""
+    train: TrainConfig = TrainConfig(tokens=2_000_000)
+    """SAE training."""
+    stats: LatentStatsConfig = LatentStatsConfig()
+    """Per-latent statistics: which latents are worth explaining."""
+    sampling: SamplingConfig = SamplingConfig()
+    """Per-latent explain and score example sets."""
+    n2g: N2GConfig = N2GConfig()
+    """The N2G explainer."""
+    llm: RunLLMSettings = RunLLMSettings()
+    """The OpenAI-compatible LLM endpoint."""
     max_latents: int | None = Field(None, ge=1)
     """Explain and score at most this many latents (lowest ids first)."""
     explainer: Literal["n2g", "llm"] = "n2g"
     """Explainer: n2g (n-gram, no LLM) or llm (OpenAI-compatible server)."""
     scorers: list[str] = ["simulation"]
     """Scorers, comma separated: simulation, detection, fuzzing (the last two need an LLM)."""
-    llm_model: str | None = None
-    """LLM model name for the llm explainer/simulator and the detection/fuzzing scorers."""
-    llm_base_url: str | None = None
-    """OpenAI-compatible base URL (vLLM, Ollama, llama.cpp...); default OpenAI's."""
-    llm_api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable that holds the API key (the key itself is never stored)."""
-    llm_concurrency: int = Field(16, ge=1)
-    """Concurrent LLM requests."""
     max_cost_usd: float | None = Field(None, ge=0)
     """Stop issuing LLM calls once this much has been spent in this run."""
     dry_run: bool = False
@@ -75,6 +104,13 @@ class RunConfig(BaseModel):
             raise ValueError(f"unknown scorer {unknown[0]!r}; choose from {', '.join(SCORERS)}")
         return value
 
+    @model_validator(mode="after")
+    def _one_seed(self) -> RunConfig:
+        """The run's seed is every stage's seed (one number to report and to vary)."""
+        self.train = self.train.model_copy(update={"seed": self.seed})
+        self.sampling = self.sampling.model_copy(update={"seed": self.seed})
+        return self
+
     def llm_scorers(self) -> list[str]:
         """Scorers that ask the LLM: detection and fuzzing always; simulation of free-text (LLM)
         explanations too (N2G explanations are simulated by pattern matching)."""
@@ -82,6 +118,32 @@ class RunConfig(BaseModel):
 
     def needs_llm(self) -> bool:
         return self.explainer == "llm" or bool(self.llm_scorers())
+
+
+GROUPS = ("data", "sae", "train", "stats", "sampling", "n2g", "llm")
+"""Nested stage configs; each becomes a block of CLI flags."""
+
+NOT_IN_KEY: dict[str, frozenset[str]] = {
+    "train": frozenset({"device", "log_every", "progress"}),
+    "sampling": frozenset({"batch_rows", "neighbour_block", "context_chunk"}),
+    "llm": frozenset({"base_url", "api_key_env", "max_concurrency", "requests_per_minute", "tokens_per_minute",
+                      "max_retries", "retry_initial_wait_s", "retry_max_wait_s", "timeout_s", "json_mode",
+                      "parse_retries", "prices"}),
+}
+"""Fields of a group that change speed, memory or transport but never a stored value."""
+
+CLI_HIDDEN: dict[str, frozenset[str]] = {
+    "train": frozenset({"seed", "device", "betas", "progress"}),
+    "sampling": frozenset({"seed"}),
+    "llm": frozenset({"prices"}),
+}
+"""Group fields without a flag: set from the run's seed/device, or structured (a price table)."""
+
+
+def key_fields(cfg: RunConfig, group: str) -> dict:
+    """The fields of one stage group that change its results (JSON-able)."""
+    values = getattr(cfg, group).model_dump(mode="json")
+    return {k: v for k, v in values.items() if k not in NOT_IN_KEY.get(group, frozenset())}
 
 
 def stable_hash(payload: dict, n: int = 10) -> str:

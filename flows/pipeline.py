@@ -17,13 +17,17 @@ from importlib.metadata import PackageNotFoundError, version
 import polars as pl
 from prefect import flow, get_run_logger
 
-from flows.config import RunConfig
+from flows.config import RunConfig, stable_hash
 from flows.stages import data as data_stages
 from flows.stages import explain as explain_stages
 from flows.stages import latents as latent_stages
+from flows.stages import sae as sae_stages
+from flows.stages import sampling as sampling_stages
+from flows.stages import score as score_stages
 from flows.stages.data import DataRef
-from flows.stages.llm import LLM_CALLS_SCHEMA, close_session, estimate_llm_cost, explain_with_llm, score_with_llm
+from flows.stages.llm_session import close_session, estimate_llm_cost, session_for
 from flows.store import Store
+from flows.store.ids import model_name, sample_key, stats_key
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +37,14 @@ def prepare_data_flow(cfg: RunConfig) -> DataRef:
     """Contexts and cached residual-stream activations of the subject model."""
     subject = data_stages.load_subject(cfg)
     layer = data_stages.resolve_layer(cfg, subject.n_layers)
-    ds = data_stages.build_contexts(cfg, subject)
-    return data_stages.cache_activations(cfg, subject, ds, layer)
+    ds, corpus_fp = data_stages.build_contexts(cfg, subject)
+    return data_stages.cache_activations(cfg, subject, ds, corpus_fp, layer)
 
 
 @flow(name="sae")
 def sae_flow(cfg: RunConfig, data: DataRef) -> str:
     """Train (or load) the SAE; returns its sae_id."""
-    return data_stages.train_or_load_sae(cfg, data)
+    return sae_stages.train_or_load_sae(cfg, data)
 
 
 @flow(name="latent-cache")
@@ -52,17 +56,16 @@ def latent_cache_flow(cfg: RunConfig, data: DataRef, sae_id: str) -> int:
 @flow(name="sample-examples")
 def sampling_flow(cfg: RunConfig, data: DataRef, sae_id: str) -> int:
     """Explain/score example sets per latent."""
-    return latent_stages.sample_latent_examples(cfg, data, sae_id)
+    return sampling_stages.sample_latent_examples(cfg, data, sae_id)
 
 
 @flow(name="explain")
 def explain_flow(cfg: RunConfig, data: DataRef, sae_id: str, run_id: str) -> str:
     """Explanations for every selected latent (resumes per latent); returns the explainer name."""
-    if cfg.explainer == "llm":
-        explain_with_llm(cfg, data, sae_id, run_id)
-    else:
-        explain_stages.explain_with_n2g(cfg, data, sae_id, run_id)
-    return cfg.explainer
+    session = session_for(cfg, run_id)
+    explainer = explain_stages.make_explainer(cfg, session)
+    explain_stages.explain_pending(cfg, data, sae_id, run_id, explainer, session)
+    return explainer.name
 
 
 @flow(name="score")
@@ -70,20 +73,11 @@ def score_flow(cfg: RunConfig, data: DataRef, sae_id: str, explainer: str, run_i
     """Score the explanations and their random baseline with every requested scorer.
 
     N2G explanations are simulated by pattern matching; LLM explanations (free text) by the LLM
-    simulator; detection and fuzzing always ask the LLM.
+    simulator; detection and fuzzing always ask the LLM (flows/stages/score.py::make_scorers).
     """
-    baseline = explain_stages.store_random_baseline(cfg, sae_id, explainer, run_id)
-    llm_scorers = cfg.llm_scorers()
-    counts = {}
-    for name in (explainer, baseline):
-        if "simulation" in cfg.scorers and cfg.explainer == "n2g":
-            from score.simulators.n2g import N2GSimulator
-
-            counts[f"{name}/simulation"] = explain_stages.score_by_simulation(
-                cfg, data, sae_id, name, N2GSimulator(), run_id)
-        if llm_scorers:
-            counts.update(score_with_llm(cfg, data, sae_id, name, llm_scorers, run_id))
-    return counts
+    session = session_for(cfg, run_id)
+    scorers = score_stages.make_scorers(cfg, session)
+    return score_stages.score_explanations(cfg, data, sae_id, explainer, scorers, run_id, session)
 
 
 @flow(name="report")
@@ -104,6 +98,13 @@ def dry_run_flow(cfg: RunConfig) -> str:
     return estimate_llm_cost(cfg, data, sid)
 
 
+def lineage(cfg: RunConfig, data: DataRef, sid: str) -> dict:
+    """What the run's results were computed from, by content: recorded in `runs.inputs`."""
+    return {"model": model_name(cfg), "model_fingerprint": data.model_fingerprint, "layer": data.layer,
+            "corpus": cfg.data.corpus or "pydoc_data.topics", "corpus_fingerprint": data.corpus_fingerprint,
+            "dataset_id": data.dataset_id, "sae_id": sid, "sae_path": cfg.sae_path}
+
+
 def code_version() -> str:
     try:
         return version("latent-atlas")
@@ -111,12 +112,21 @@ def code_version() -> str:
         return "unknown"
 
 
-def record_run(cfg: RunConfig, run_id: str, status: str, started: datetime, error: str = "") -> None:
-    """One `runs` row per pipeline run, written when it ends (ok or failed)."""
+def config_hash(cfg: RunConfig) -> str:
+    """Hash of every setting of a run except where it writes (the same run on two stores hashes alike)."""
+    return stable_hash(cfg.model_dump(mode="json", exclude={"store"}), 12)
+
+
+def record_run(cfg: RunConfig, run_id: str, status: str, started: datetime, error: str = "",
+               keys: dict | None = None, inputs: dict | None = None) -> None:
+    """One `runs` row per pipeline run, written when it ends (ok or failed), with the full config, its
+    hash and the resume keys of the stages it keyed."""
     row = {
         "run_id": run_id, "flow": "pipeline", "status": status, "started_at": started,
         "finished_at": datetime.now(UTC), "config": cfg.model_dump_json(), "code_version": code_version(),
-        "error": error,
+        "error": error, "config_hash": config_hash(cfg),
+        "keys": json.dumps({"stats_key": stats_key(cfg), "sample_key": sample_key(cfg), **(keys or {})}),
+        "inputs": json.dumps(inputs or {}),
     }
     Store(cfg.store).append("runs", pl.DataFrame([row]), part="run")
 
@@ -128,6 +138,7 @@ def pipeline(cfg: RunConfig) -> dict:
     run_id = f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     started, clock = datetime.now(UTC), time.perf_counter()
     timings: dict[str, float] = {}
+    inputs: dict = {}
 
     def timed(name, fn, *args):
         t0 = time.perf_counter()
@@ -139,19 +150,22 @@ def pipeline(cfg: RunConfig) -> dict:
     try:
         data = timed("prepare-data", prepare_data_flow, cfg)
         sid = timed("sae", sae_flow, cfg, data)
+        inputs = lineage(cfg, data, sid)
         timed("latent-cache", latent_cache_flow, cfg, data, sid)
         timed("sample-examples", sampling_flow, cfg, data, sid)
         explainer = timed("explain", explain_flow, cfg, data, sid, run_id)
         counts = timed("score", score_flow, cfg, data, sid, explainer, run_id)
         report = timed("report", report_flow, cfg, sid)
     except BaseException as exc:
-        record_run(cfg, run_id, "failed", started, f"{type(exc).__name__}: {exc}")
+        record_run(cfg, run_id, "failed", started, f"{type(exc).__name__}: {exc}", inputs=inputs)
         raise
     finally:
         close_session(run_id)
-    Store(cfg.store).ensure_table("llm_calls", LLM_CALLS_SCHEMA)  # a run without an LLM still has the table
-    record_run(cfg, run_id, "ok", started)
-    summary = {"run_id": run_id, "sae_id": sid, "data": asdict(data), "scored": counts, "report": report,
+    Store(cfg.store).ensure_table("llm_calls")  # a run without an LLM still has the table
+    keys = {"explain_keys": sorted({c["explain_key"] for c in counts.values()}),
+            "score_keys": sorted({c["score_key"] for c in counts.values()})}
+    record_run(cfg, run_id, "ok", started, keys=keys, inputs=inputs)
+    summary = {"run_id": run_id, "sae_id": sid, "data": asdict(data), "scored": counts, "report": report, **keys,
                "timings_s": timings, "wall_s": round(time.perf_counter() - clock, 1)}
     logger.info("run summary: %s", json.dumps(summary))
     return summary

@@ -1,7 +1,7 @@
 """Prefect defaults for an offline, per-project run; imported before prefect itself.
 
 Telemetry is off (no network here, and the server logs errors trying), and tasks don't hash their
-inputs for caching: the store's rows are our resume state, not Prefect's cache (PREFECT_NOTES.md).
+inputs for caching: the store's rows are our resume state, not Prefect's cache (docs/architecture.md, "Prefect").
 Each default only applies when the user has not set the variable.
 """
 

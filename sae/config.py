@@ -14,13 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 NormalizeActivations = Literal["none", "layer_norm"]
 
 
-class SAEConfig(BaseModel):
-    """Shape and objective of a TopK SAE; saved with the weights (SAELens v6 `cfg.json`)."""
+class SAEOptions(BaseModel):
+    """Dictionary shape and objective of a TopK SAE, before its input width is known (a run's `sae`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    d_in: int = Field(gt=0)
-    """Width of the input activations (the subject model's d_model)."""
     n_latents: int = Field(gt=0)
     """Number of dictionary latents (SAELens calls it d_sae)."""
     k: int = Field(gt=0)
@@ -39,7 +37,7 @@ class SAEConfig(BaseModel):
     """BatchTopK in training: keep the batch's top batch*k activations (<= 4k per token); encode() is TopK."""
 
     @model_validator(mode="after")
-    def _check_sizes(self) -> SAEConfig:
+    def _check_sizes(self) -> SAEOptions:
         if self.k > self.n_latents:
             raise ValueError(f"k={self.k} exceeds n_latents={self.n_latents}")
         return self
@@ -54,6 +52,13 @@ class SAEConfig(BaseModel):
         """Width of the sparse code during training: 4k with Multi-TopK or BatchTopK, else k."""
         wide = self.multi_topk or self.batch_topk
         return min(4 * self.k if wide else self.k, self.n_latents)
+
+
+class SAEConfig(SAEOptions):
+    """Shape and objective of a TopK SAE; saved with the weights (SAELens v6 `cfg.json`)."""
+
+    d_in: int = Field(gt=0)
+    """Width of the input activations (the subject model's d_model)."""
 
 
 class TrainConfig(BaseModel):

@@ -25,18 +25,6 @@ Reconstruct = Callable[[Tensor], Tensor]
 """Maps activations [n_tokens, d_model] to their reconstruction [n_tokens, d_model]."""
 
 
-def load_causal_lm(name_or_path: str, device: str | torch.device = "cpu") -> nn.Module:
-    """An HF causal LM (with its LM head) in eval mode, for `downstream_loss`."""
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot load causal LM {name_or_path!r}: {first_line}") from None
-    return model.to(device).eval()
-
-
 def downstream_loss(
     model: nn.Module,
     token_ids: Tensor,

@@ -22,11 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sae.config import SAEConfig
 from sae.kernels import sparse_decode, topk_encode
+from sae.metrics import fvu_loss
 
 LN_EPS = 1e-5
 NormStats = tuple[Tensor, Tensor]  # per-token mean and std, each [batch, 1]
@@ -45,18 +45,11 @@ class SAEOutput:
     loss: Tensor
     """recon_loss + aux_coef * aux_loss (+ multi_topk_loss / 8)."""
     recon_loss: Tensor
-    """Squared error / total variance of the batch (the batch FVU)."""
+    """Squared error / total variance of the batch (the batch FVU, `sae.metrics.fvu_loss`)."""
     aux_loss: Tensor
     """AuxK: dead latents reconstructing the residual, over the residual's variance (0 if none dead)."""
     multi_topk_loss: Tensor
     """Recon loss at 4k (0 unless cfg.multi_topk)."""
-
-
-def normalized_error(x_hat: Tensor, x: Tensor) -> Tensor:
-    """sum ||x_hat - x||^2 / sum ||x - mean_batch(x)||^2 (the batch FVU; 0/0 gives 0)."""
-    with torch.no_grad():  # the target's spread is a constant of the loss
-        total = (x - x.mean(0)).pow_(2).sum()
-    return F.mse_loss(x_hat, x, reduction="sum") / total.clamp_min(torch.finfo(x.dtype).tiny)
 
 
 class TopKSAE(nn.Module):
@@ -129,16 +122,16 @@ class TopKSAE(nn.Module):
         elif width > cfg.k:
             values, indices = values[:, : cfg.k], indices[:, : cfg.k]
         x_hat_n = sparse_decode(values, indices, self.W_dec) + self.b_dec
-        recon_loss = normalized_error(x_hat_n, x_n)
+        recon_loss = fvu_loss(x_n, x_hat_n)
         loss, zero = recon_loss, recon_loss.new_zeros(())
         aux_loss = multi_loss = zero
         if aux_indices.shape[1] > 0:
             residual = (x_n - x_hat_n).detach()
-            aux_loss = normalized_error(sparse_decode(aux_values, aux_indices, self.W_dec), residual)
+            aux_loss = fvu_loss(residual, sparse_decode(aux_values, aux_indices, self.W_dec))
             loss = loss + cfg.aux_coef * aux_loss
         if self.training and cfg.multi_topk:
             wide_x_hat_n = sparse_decode(wide_values, wide_indices, self.W_dec) + self.b_dec
-            multi_loss = normalized_error(wide_x_hat_n, x_n)
+            multi_loss = fvu_loss(x_n, wide_x_hat_n)
             loss = loss + multi_loss / 8
         x_hat = x_hat_n if cfg.normalize_activations == "none" else x_hat_n * stats[1] + stats[0]
         return SAEOutput(x_hat, values, indices, loss, recon_loss, aux_loss, multi_loss)

@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sae.config import SAEConfig, TrainConfig
-from sae.metrics import l0, normalized_mse
+from sae.metrics import FVUAccumulator, l0, normalized_mse
 from sae.model import SAEOutput, TopKSAE
 
 logger = logging.getLogger(__name__)
@@ -70,13 +70,13 @@ class _Window:
     """Running sums of the raw-space metrics over the current logging window."""
 
     def __init__(self) -> None:
-        self.err = self.var = self.nmse = self.l0 = self.loss = 0.0
+        self.fvu = FVUAccumulator()
+        self.nmse = self.l0 = self.loss = 0.0
         self.steps = 0
 
     @torch.no_grad()
     def add(self, x: Tensor, out: SAEOutput) -> None:
-        self.err += float((x - out.x_hat).pow(2).sum())
-        self.var += float((x - x.mean(0)).pow(2).sum())
+        self.fvu.add(x, out.x_hat)
         self.nmse += normalized_mse(x, out.x_hat)
         self.l0 += l0(out.values)
         self.loss += float(out.loss)
@@ -84,8 +84,7 @@ class _Window:
 
     def summary(self) -> dict[str, float]:
         n = max(self.steps, 1)
-        fvu = self.err / self.var if self.var > 0 else float("nan")
-        return {"fvu": fvu, "nmse": self.nmse / n, "l0": self.l0 / n, "loss": self.loss / n}
+        return {"fvu": self.fvu.value(), "nmse": self.nmse / n, "l0": self.l0 / n, "loss": self.loss / n}
 
 
 def _dead_fraction(sae: TopKSAE, tokens_seen: int) -> float:

@@ -21,6 +21,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+METRICS = ("precision", "recall", "f1", "auroc", "correlation")
+"""The graded metrics every score row has (what the reports show and summarise)."""
+
 
 @dataclass(frozen=True)
 class ScoreResult:

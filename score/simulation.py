@@ -1,127 +1,80 @@
 """Simulation scoring: predict each score-set token's activation from an explanation, compare with truth.
 
-A `Simulator` turns an explanation into per-token predicted activations for the latent's *score* examples
-(never the explain examples, which the explainer has seen). `score_latent` runs one simulator over one
-latent and returns rows for two store tables (columns fixed by ARCHITECTURE.md):
+A `Simulator` (score/simulators/) turns an explanation into per-token predicted activations for the
+latent's *score* examples (never the explain examples, which the explainer has seen).
+`SimulationScorer(simulator)` is the one scorer that simulates and then scores; for each ok outcome it
+returns rows for two store tables (the flows add sae_id, and run_id to the score row):
 
-- `simulations`: one row per score window (sae_id, latent, explainer, scorer, ctx_id, true_acts, sim_acts);
+- `simulations`: one row per score window (latent, explainer, scorer, ctx_id, true_acts, sim_acts);
 - `scores`: one row per (latent, explainer, scorer) with precision, recall, f1, auroc, correlation, ...
 
 Precision/recall/F1 in the score row are exactly what one gets by concatenating that key's simulation rows
 and binarising `true_acts > 0` and `sim_acts > threshold` (both stored as float32 and scored as float32).
 
-Explanations that are not ok (failed/skipped) are not scored: `score_latent` raises `NotScorableError`, and
-`score_many` skips them (logging how many), so a failure is never scored as if it were an explanation.
+Explanations that are not ok (failed/skipped), or whose latent has no score examples, are not scored:
+their outcome is "skipped" with the reason, so a failure is never scored as if it were an explanation.
+A simulator failure for one latent is that latent's "failed" (or "skipped") outcome. A simulator that
+returns arrays of the wrong number or length is a bug, not a per-latent problem: ValueError.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-import polars as pl
 
 from explain.records import Example, Explanation, LatentRecord
-from score.metrics import ScoreResult, simulation_scores
-
-log = logging.getLogger(__name__)
-
-SIMULATION_SCHEMA: dict[str, pl.DataType] = {
-    "sae_id": pl.String(),
-    "latent": pl.Int32(),
-    "explainer": pl.String(),
-    "scorer": pl.String(),
-    "ctx_id": pl.Int64(),
-    "true_acts": pl.List(pl.Float32()),
-    "sim_acts": pl.List(pl.Float32()),
-}
-SCORE_SCHEMA: dict[str, pl.DataType] = {
-    "sae_id": pl.String(),
-    "latent": pl.Int32(),
-    "explainer": pl.String(),
-    "scorer": pl.String(),
-    "precision": pl.Float64(),
-    "recall": pl.Float64(),
-    "f1": pl.Float64(),
-    "auroc": pl.Float64(),
-    "correlation": pl.Float64(),
-    "threshold": pl.Float64(),
-    "n_tokens": pl.Int64(),
-    "n_positive": pl.Int64(),
-    "run_id": pl.String(),
-    "balanced_accuracy": pl.Float64(),
-}
-"""`balanced_accuracy` is filled by the detection/fuzzing scorers (per context); null for simulation."""
+from score.base import ScoreOutcome, log_outcomes, partition
+from score.metrics import simulation_scores
+from score.simulators.base import SimulationFailure, SimulationItem, Simulator
 
 
-@runtime_checkable
-class Simulator(Protocol):
-    """Predicts a latent's activation on every token of the given windows from an explanation alone."""
+class SimulationScorer:
+    """Scorer protocol (score/base.py): simulate with `simulator`, then score with score/metrics.py."""
 
-    name: str
-    threshold: float
-    """A token counts as predicted-active when its simulated activation is > threshold."""
+    name = "simulation"
 
-    def simulate(self, explanation: Explanation, examples: list[Example]) -> list[np.ndarray]:
-        """One array per example, aligned with `example.acts` ([window] each)."""
-        ...
+    def __init__(self, simulator: Simulator) -> None:
+        self.simulator = simulator
 
+    def identity(self) -> dict:
+        return {"scorer": self.name, "simulator": self.simulator.identity()}
 
-class NotScorableError(ValueError):
-    """The explanation cannot be scored (not ok, wrong latent, or no score examples)."""
+    def score_many(self, explanations: Sequence[Explanation],
+                   records: Mapping[int, LatentRecord]) -> list[ScoreOutcome]:
+        """One outcome per explanation, in order; every scorable pair is simulated in one batch."""
+        done, scorable = partition(explanations, records, self.name)
+        items: list[SimulationItem] = [(explanation, record.score) for _, explanation, record in scorable]
+        results = self.simulator.simulate_many(items) if items else []
+        if len(results) != len(items):
+            raise ValueError(f"simulator {self.simulator.name} returned {len(results)} results for {len(items)}")
+        for (position, explanation, record), result in zip(scorable, results, strict=True):
+            done[position] = self._outcome(explanation, record, result)
+        outcomes = [done[position] for position in range(len(explanations))]
+        log_outcomes(f"{self.name} ({self.simulator.name})", outcomes)
+        return outcomes
 
-
-@dataclass
-class ScoredLatent:
-    """Rows for the `simulations` and `scores` tables, plus the typed result."""
-
-    simulation_rows: list[dict]
-    score_row: dict
-    result: ScoreResult
-
-
-def score_latent(
-    explanation: Explanation,
-    record: LatentRecord,
-    simulator: Simulator,
-    scorer: str = "simulation",
-    sae_id: str | None = None,
-    run_id: str = "",
-) -> ScoredLatent:
-    """Simulate `explanation` on `record.score` and score it. Raises NotScorableError if it can't be."""
-    _check_scorable(explanation, record)
-    examples = record.score
-    sims = simulator.simulate(explanation, examples)
-    true_acts = [np.asarray(e.acts, dtype=np.float32) for e in examples]
-    sim_acts = _aligned(sims, true_acts, simulator.name, record.latent)
-    result = simulation_scores(true_acts, sim_acts, simulator.threshold)
-    key = {
-        "sae_id": sae_id if sae_id is not None else record.sae_id,
-        "latent": int(record.latent),
-        "explainer": explanation.explainer,
-        "scorer": scorer,
-    }
-    simulation_rows = [
-        {**key, "ctx_id": int(e.ctx_id), "true_acts": t.tolist(), "sim_acts": s.tolist()}
-        for e, t, s in zip(examples, true_acts, sim_acts, strict=True)
-    ]
-    score_row = {**key, **result.as_dict(), "run_id": run_id, "balanced_accuracy": float("nan")}
-    return ScoredLatent(simulation_rows=simulation_rows, score_row=score_row, result=result)
-
-
-def _check_scorable(explanation: Explanation, record: LatentRecord) -> None:
-    if not explanation.ok:
-        raise NotScorableError(
-            f"latent {record.latent}: explanation by {explanation.explainer} is {explanation.status}"
-            f" ({explanation.error or 'no error given'}); only ok explanations are scored"
+    def _outcome(self, explanation: Explanation, record: LatentRecord,
+                 result: list[np.ndarray] | SimulationFailure) -> ScoreOutcome:
+        if isinstance(result, SimulationFailure):
+            return ScoreOutcome(int(record.latent), explanation.explainer, self.name, result.status, result.error)
+        examples = record.score
+        true_acts = [np.asarray(e.acts, dtype=np.float32) for e in examples]
+        sim_acts = _aligned(result, true_acts, self.simulator.name, record.latent)
+        metrics = simulation_scores(true_acts, sim_acts, self.simulator.threshold)
+        key = {"latent": int(record.latent), "explainer": explanation.explainer, "scorer": self.name}
+        return ScoreOutcome(
+            key["latent"], explanation.explainer, self.name, "ok",
+            score_row={**key, **metrics.as_dict(), "balanced_accuracy": math.nan},  # judges' metric only
+            simulation_rows=_simulation_rows(key, examples, true_acts, sim_acts),
         )
-    if explanation.latent != record.latent:
-        raise NotScorableError(f"explanation is for latent {explanation.latent}, record is {record.latent}")
-    if not record.score:
-        raise NotScorableError(f"latent {record.latent}: no score examples to simulate")
+
+
+def _simulation_rows(key: dict, examples: Sequence[Example], true_acts: list[np.ndarray],
+                     sim_acts: list[np.ndarray]) -> list[dict]:
+    return [{**key, "ctx_id": int(e.ctx_id), "true_acts": t.tolist(), "sim_acts": s.tolist()}
+            for e, t, s in zip(examples, true_acts, sim_acts, strict=True)]
 
 
 def _aligned(sims: list[np.ndarray], true_acts: list[np.ndarray], simulator: str, latent: int) -> list[np.ndarray]:
@@ -137,37 +90,3 @@ def _aligned(sims: list[np.ndarray], true_acts: list[np.ndarray], simulator: str
             )
         out.append(sim)
     return out
-
-
-def score_many(
-    explanations: Iterable[Explanation],
-    records: Mapping[int, LatentRecord],
-    simulator: Simulator,
-    scorer: str = "simulation",
-    sae_id: str | None = None,
-    run_id: str = "",
-) -> list[ScoredLatent]:
-    """Score every ok explanation whose latent has a record; skip (and count) the rest."""
-    scored: list[ScoredLatent] = []
-    skipped = 0
-    for explanation in explanations:
-        record = records.get(explanation.latent)
-        if record is None or not explanation.ok or not record.score:
-            skipped += 1
-            continue
-        scored.append(score_latent(explanation, record, simulator, scorer, sae_id, run_id))
-    if skipped:
-        log.info("%s/%s: skipped %d explanations (not ok or no score examples)", simulator.name, scorer, skipped)
-    return scored
-
-
-def simulation_frame(scored: Iterable[ScoredLatent]) -> pl.DataFrame:
-    """The `simulations` rows of `scored` as a DataFrame with the table's schema (empty-safe)."""
-    rows = [row for s in scored for row in s.simulation_rows]
-    return pl.DataFrame(rows, schema=SIMULATION_SCHEMA) if rows else pl.DataFrame(schema=SIMULATION_SCHEMA)
-
-
-def score_frame(scored: Iterable[ScoredLatent]) -> pl.DataFrame:
-    """The `scores` rows of `scored` as a DataFrame with the table's schema (empty-safe)."""
-    rows = [s.score_row for s in scored]
-    return pl.DataFrame(rows, schema=SCORE_SCHEMA) if rows else pl.DataFrame(schema=SCORE_SCHEMA)

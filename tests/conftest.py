@@ -1,4 +1,4 @@
-"""Shared fixtures. Prefect gets its own home per session and one test server (PREFECT_NOTES.md)."""
+"""Shared fixtures. Prefect gets its own home per session and one test server (docs/architecture.md, "Prefect")."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def prefect_server():
         yield
 
 
-TINY_RUN = dict(max_contexts=160, n_latents=512, k=16, train_tokens=40_000, batch_size=1024, layer=2,
-                max_latents=60, dead_tokens=20_000)
+TINY_RUN = dict(data={"max_contexts": 160, "layer": 2}, sae={"n_latents": 512, "k": 16, "dead_tokens": 20_000},
+                train={"tokens": 40_000, "batch_size": 1024}, max_latents=60)
 """A whole pipeline in about a minute: real MiniLM, 160 pydoc contexts, a 512-latent SAE."""
 
 

@@ -8,7 +8,11 @@ non-activating (contrastive) examples. The outcome is always an `Explanation` ro
 - "ok": the parsed explanation;
 - "failed": unparseable reply after the retry, a refusal, HTTP retries exhausted, no activating
   examples, or any unexpected error (the error says which); never scored;
-- "skipped" with error "budget": the spending budget ran out before this latent's request.
+- "skipped" with error "budget": the spending budget (given to the constructor, shared with the
+  run's scorers) ran out before this latent's request.
+
+`LLMExplainer` implements the `Explainer` protocol (explain/explainers/base.py): `explain_many` sends
+every latent's request concurrently (bounded by the client's max_concurrency) and returns in order.
 """
 
 from __future__ import annotations
@@ -59,9 +63,17 @@ class LLMExplainer:
 
     name = EXPLAINER_NAME
 
-    def __init__(self, client: LLMClient | None, config: LLMExplainerConfig | None = None) -> None:
+    def __init__(self, client: LLMClient | None, config: LLMExplainerConfig | None = None,
+                 budget: CostBudget | None = None, progress: bool = False) -> None:
         self.client = client  # None: only plan()/messages_for() work (dry-run estimates)
         self.config = config or LLMExplainerConfig()
+        self.budget = budget
+        self.progress = progress
+
+    def identity(self) -> dict:
+        model = self.client.settings.model if self.client is not None else None
+        return {"explainer": self.name, "model": model, "prompt_version": PROMPT_VERSION,
+                **self.config.model_dump()}
 
     def messages_for(self, record: LatentRecord) -> list[dict[str, str]] | None:
         """The prompt for `record`, or None when it has no activating explain example."""
@@ -77,20 +89,35 @@ class LLMExplainer:
         messages = self.messages_for(record)
         return [] if messages is None else [(messages, min(40, self.config.max_tokens))]
 
+    def explain_many(self, records: Sequence[LatentRecord]) -> list[Explanation]:
+        """Explain all `records` concurrently, in input order; once the budget is spent no new request is
+        sent and the remaining latents come back as status "skipped", error "budget"."""
+        assert self.client is not None, "this explainer was built without a client (planning only)"
+        client = self.client
+
+        async def main() -> list[Explanation]:
+            coros = [self._explain(record) for record in records]
+            return await gather_with_progress(coros, f"explain ({self.name})", self.progress)
+
+        results = client.run_sync(main)
+        _log_outcomes(results)
+        return results
+
     def _row(self, record: LatentRecord, **fields: object) -> Explanation:
         assert self.client is not None, "this explainer was built without a client (planning only)"
         return Explanation(latent=int(record.latent), explainer=self.name, model=self.client.settings.model,
                            prompt_version=PROMPT_VERSION, **fields)  # type: ignore[arg-type]
 
-    async def aexplain(self, record: LatentRecord, budget: CostBudget | None = None) -> Explanation:
+    async def _explain(self, record: LatentRecord) -> Explanation:
         """One latent's explanation (never raises for a model/server problem)."""
+        assert self.client is not None
         messages = self.messages_for(record)
         if messages is None:
             return self._row(record, text="", status="failed", error="no activating explain examples")
         limit = self.config.max_explanation_chars
         try:
             reply = await self.client.complete_json(
-                messages, purpose="explain", schema=EXPLAIN_SCHEMA, budget=budget,
+                messages, purpose="explain", schema=EXPLAIN_SCHEMA, budget=self.budget,
                 validate=lambda value: parse_explanation(value, limit), max_tokens=self.config.max_tokens)
         except BudgetExhausted:
             return self._row(record, text="", status="skipped", error="budget")
@@ -104,26 +131,6 @@ class LLMExplainer:
                              error=self.client.scrub(f"{type(exc).__name__}: {exc}"))
         return self._row(record, text=reply.value, prompt_tokens=reply.prompt_tokens,
                          completion_tokens=reply.completion_tokens, cost_usd=reply.cost_usd)
-
-    async def aexplain_many(self, records: Sequence[LatentRecord], budget: CostBudget | None = None,
-                            progress: bool = True) -> list[Explanation]:
-        """Explain all `records` concurrently (bounded by the client's max_concurrency), in input order."""
-        coros = [self.aexplain(record, budget) for record in records]
-        results = await gather_with_progress(coros, "explain (llm)", progress)
-        _log_outcomes(results)
-        return results
-
-    def explain(self, record: LatentRecord) -> Explanation:
-        """Sync form of `aexplain`."""
-        return self.client.run_sync(lambda: self.aexplain(record))
-
-    def explain_many(self, records: Sequence[LatentRecord], max_cost_usd: float | None = None,
-                     budget: CostBudget | None = None, progress: bool = True) -> list[Explanation]:
-        """Explain all `records`; once `max_cost_usd` (or the shared `budget`) is spent, no new request is
-        sent and the remaining latents come back as status "skipped", error "budget"."""
-        if budget is None:
-            budget = CostBudget(max_cost_usd)
-        return self.client.run_sync(lambda: self.aexplain_many(records, budget, progress))
 
 
 def _log_outcomes(results: Sequence[Explanation]) -> None:

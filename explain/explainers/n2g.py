@@ -8,12 +8,14 @@ the pattern set, until nothing improves or max_patterns is reached. A pattern's 
 activation over all tokens it matches on the explain set (its expected activation when it fires).
 
 `match_patterns` turns patterns back into per-token predictions; score/'s N2G simulator uses it,
-so explainer and simulator share one definition of "matches".
+so explainer and simulator share one definition of "matches". `N2GExplainer` implements the
+`Explainer` protocol (explain/explainers/base.py).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from explain.records import Example, Explanation, LatentRecord
 
 ALGORITHM_VERSION = "n2g-v1"
+EXPLAINER_NAME = "n2g"
 
 
 class N2GConfig(BaseModel):
@@ -39,10 +42,6 @@ class N2GConfig(BaseModel):
     """Most patterns in one explanation."""
     ignore_case: bool = False
     """Match tokens case-insensitively (uncased tokenizers make this moot)."""
-
-
-Position = tuple[int, int]
-"""(example index, token index) within the explain set."""
 
 
 @dataclass
@@ -137,23 +136,38 @@ def explanation_text(patterns: list[dict]) -> str:
     return " | ".join('"' + " ".join(p["ngram"]) + '"' for p in patterns)
 
 
-def explain_n2g(record: LatentRecord, cfg: N2GConfig | None = None) -> Explanation:
-    """N-gram explanation of one latent from its explain split (the score split is never read)."""
-    cfg = cfg or N2GConfig()
-    examples = record.explain
-    n_positive = int(sum(int(np.sum(np.asarray(e.acts) > 0)) for e in examples))
-    if n_positive == 0:
-        return Explanation(latent=record.latent, explainer="n2g", text="", status="failed",
-                           error="no activating token in the explain set", prompt_version=ALGORITHM_VERSION)
-    chosen = _greedy(_candidates(examples, cfg), n_positive, cfg.max_patterns)
-    if not chosen:
-        return Explanation(latent=record.latent, explainer="n2g", text="", status="failed",
-                           error=(f"no n-gram (n <= {cfg.max_n}) reaches precision {cfg.min_precision} "
-                                  f"with support {cfg.min_support} on the explain set"),
-                           patterns=[], prompt_version=ALGORITHM_VERSION)
-    patterns = [_pattern(c, cfg.ignore_case) for c in sorted(chosen, key=lambda c: (-c.act, c.ngram))]
-    return Explanation(latent=record.latent, explainer="n2g", text=explanation_text(patterns),
-                       patterns=patterns, prompt_version=ALGORITHM_VERSION)
+class N2GExplainer:
+    """N-gram explanations of latents from their explain split (the score split is never read)."""
+
+    name = EXPLAINER_NAME
+
+    def __init__(self, config: N2GConfig | None = None) -> None:
+        self.config = config or N2GConfig()
+
+    def identity(self) -> dict:
+        return {"explainer": self.name, "algorithm": ALGORITHM_VERSION, **self.config.model_dump()}
+
+    def explain_many(self, records: Sequence[LatentRecord]) -> list[Explanation]:
+        """One explanation per record, in order (CPU only: no concurrency, no progress bar of its own)."""
+        return [self._explain(record) for record in records]
+
+    def _explain(self, record: LatentRecord) -> Explanation:
+        cfg = self.config
+        examples = record.explain
+        n_positive = int(sum(int(np.sum(np.asarray(e.acts) > 0)) for e in examples))
+        if n_positive == 0:
+            return self._failed(record, "no activating token in the explain set", patterns=None)
+        chosen = _greedy(_candidates(examples, cfg), n_positive, cfg.max_patterns)
+        if not chosen:
+            return self._failed(record, f"no n-gram (n <= {cfg.max_n}) reaches precision {cfg.min_precision} "
+                                        f"with support {cfg.min_support} on the explain set", patterns=[])
+        patterns = [_pattern(c, cfg.ignore_case) for c in sorted(chosen, key=lambda c: (-c.act, c.ngram))]
+        return Explanation(latent=record.latent, explainer=self.name, text=explanation_text(patterns),
+                           patterns=patterns, prompt_version=ALGORITHM_VERSION)
+
+    def _failed(self, record: LatentRecord, error: str, patterns: list[dict] | None) -> Explanation:
+        return Explanation(latent=record.latent, explainer=self.name, text="", status="failed", error=error,
+                           patterns=patterns, prompt_version=ALGORITHM_VERSION)
 
 
 def _pattern(candidate: _Candidate, ignore_case: bool) -> dict:

@@ -15,13 +15,10 @@ import torch
 from explain.latents.stats import LatentStatsAccumulator, LatentStatsConfig
 
 __all__ = [
-    "LATENT_ACTS_SCHEMA",
     "LatentStatsAccumulator",
     "LatentStatsConfig",
     "sparse_activation_frame",
 ]
-
-LATENT_ACTS_SCHEMA = {"ctx_id": pl.Int64, "pos": pl.Int32, "latent": pl.Int32, "value": pl.Float32}
 
 
 def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -53,6 +50,7 @@ def sparse_activation_frame(
         )
     keep = (values_np > 0) & valid_np[:, :, None]
     row, pos, _slot = np.nonzero(keep)
+    # The numpy dtypes below are the frame's dtypes (compact, and what the stats accumulator expects).
     return pl.DataFrame(
         {
             "ctx_id": ctx_np[row],
@@ -60,5 +58,4 @@ def sparse_activation_frame(
             "latent": indices_np[keep].astype(np.int32),
             "value": values_np[keep],
         },
-        schema=LATENT_ACTS_SCHEMA,
     )

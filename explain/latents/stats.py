@@ -21,7 +21,7 @@ import polars as pl
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
-from explain.sampling.keys import SALT_COOCCURRENCE, mix64, pair_hash
+from explain.sampling.keys import SALT_COOCCURRENCE, context_index, mix64, pair_hash
 
 N_DECILE_EDGES = 11
 """min, the 9 interior decile edges, max."""
@@ -123,7 +123,7 @@ def _incidence(token: np.ndarray, latent: np.ndarray, n_tok: int, n_latents: int
 
 def _token_index(ctx_id: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """Dense index [n] of each row's token (ctx_id, pos), numbered in (ctx_id, pos) order."""
-    key = ctx_id * (int(pos.max()) + 1) + pos
+    key = context_index(ctx_id) * (int(pos.max()) + 1) + pos  # one dataset per cache: the index is unique
     if len(key) < 2 or np.all(key[1:] >= key[:-1]):
         return np.concatenate([[0], np.cumsum(key[1:] != key[:-1])])
     return np.unique(key, return_inverse=True)[1].reshape(-1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from explain.explainers.llm import LLMExplainer
 from explain.llm.settings import LLMSettings
@@ -28,8 +28,9 @@ PLACEHOLDER_EXPLANATION = 'the word "example" and closely related words, mostly 
 Messages = list[dict[str, str]]
 
 
+@runtime_checkable
 class RequestPlanner(Protocol):
-    """A scorer that can list the requests it would send for one latent."""
+    """A scorer (or simulator) that can list the requests it would send for one latent."""
 
     name: str
 

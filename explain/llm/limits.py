@@ -81,10 +81,6 @@ class CostBudget:
         """True once a reservation has been refused."""
         return self._refused
 
-    @property
-    def remaining_usd(self) -> float:
-        return max(0.0, self.max_usd - self.spent_usd)
-
 
 def approx_tokens(text: str) -> int:
     """Token count estimate used for TPM pacing and worst-case budget reservations: chars / 4.

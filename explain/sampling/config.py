@@ -61,9 +61,6 @@ class SamplingConfig(BaseModel):
         total = self.explain_similar if split == "explain" else self.score_similar
         return total - int(total * self.similar_embedding_fraction + 0.5), total
 
-    def quantile_need(self, split: str) -> int:
-        return self.explain_quantile if split == "explain" else self.score_activating
-
     def random_draws(self, active_context_fraction: float) -> int:
         """Random contexts to draw for a latent so both splits fill after dropping active ones."""
         per_split = max(self.explain_random / self.explain_fraction,

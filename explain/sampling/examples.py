@@ -35,14 +35,12 @@ from explain.sampling.negatives import (
 )
 from explain.sampling.windows import gather_acts, place_windows, with_window_hash
 
-__all__ = ["EXAMPLES_SCHEMA", "SamplingConfig", "assert_disjoint_splits", "sample_examples"]
+__all__ = ["SamplingConfig", "assert_disjoint_splits", "sample_examples"]
 
 log = logging.getLogger(__name__)
 
-EXAMPLES_SCHEMA = {
-    "sae_id": pl.String, "latent": pl.Int32, "split": pl.String, "kind": pl.String, "quantile": pl.Int32,
-    "ctx_id": pl.Int64, "start": pl.Int32, "acts": pl.List(pl.Float32),
-}
+_OUTPUT_COLUMNS = ["sae_id", "latent", "split", "kind", "quantile", "ctx_id", "start", "acts"]
+"""The `examples` columns this module computes (dtypes: flows/store/schemas.py, applied by the store)."""
 _CANDIDATE_COLUMNS = ["latent", "ctx_id", "split", "group", "kind", "quantile", "anchor", "rank"]
 _PRIORITY = {"top": 0, "quantile": 1, "similar": 2, "neighbour": 3, "random": 4}
 _KIND = {"similar": "similar", "neighbour": "similar", "random": "random"}
@@ -144,7 +142,7 @@ def sample_examples(nonzeros: pl.LazyFrame, contexts: pl.DataFrame, stats: pl.Da
     """
     ok_stats = stats.filter(pl.col("status") == "ok").select("latent", "n_contexts", "decile_edges")
     if ok_stats.height == 0 or contexts.height == 0:
-        return pl.DataFrame(schema=EXAMPLES_SCHEMA)
+        return pl.DataFrame({name: [] for name in _OUTPUT_COLUMNS})
     top, quantile = scan_activating(nonzeros, ok_stats, cfg)
     candidates = pl.concat(
         [_activating_candidates(top, quantile).select(_CANDIDATE_COLUMNS),
@@ -157,8 +155,7 @@ def sample_examples(nonzeros: pl.LazyFrame, contexts: pl.DataFrame, stats: pl.Da
         pl.lit(0.0, dtype=pl.Float32).repeat_by(pl.col("length")).alias("acts"))
     examples = pl.concat([activating, silent], how="vertical_relaxed").sort(
         ["latent", "split", "priority", "rank", "ctx_id"])
-    examples = examples.with_columns(pl.lit(sae_id).alias("sae_id")).select(
-        [pl.col(name).cast(dtype) for name, dtype in EXAMPLES_SCHEMA.items()])
+    examples = examples.with_columns(pl.lit(sae_id).alias("sae_id")).select(_OUTPUT_COLUMNS)
     assert_disjoint_splits(examples)
     log.info("sampled %d examples for %d latents", examples.height, ok_stats.height)
     return examples

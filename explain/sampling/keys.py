@@ -1,6 +1,6 @@
 """Deterministic per-(latent, context) keys and bounded bottom-k pools used by sampling.
 
-Every random choice in sampling is a function of (seed, purpose, latent, ctx_id) through a
+Every random choice in sampling is a function of (seed, purpose, latent, context index) through a
 splitmix64 hash, so results do not depend on chunk order, worker count or library versions, and
 a context's split for a latent is fixed before anything is drawn (explain/score disjoint by
 construction). Bottom-k by hash key is a uniform sample without replacement that can be merged
@@ -30,11 +30,24 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+CTX_INDEX_MASK = 0xFFFFFFFF
+"""Low 32 bits of a ctx_id: the context's index in its dataset (the high bits name the dataset)."""
+
+
+def context_index(ctx_id: np.ndarray) -> np.ndarray:
+    """int64 [n] index of each context within its dataset (ctx_id's low 32 bits)."""
+    return ctx_id.astype(np.int64) & CTX_INDEX_MASK
+
+
 def pair_hash(seed: int, salt: int, latent: np.ndarray, ctx_id: np.ndarray) -> np.ndarray:
-    """uint64 [n] key of each (latent, ctx_id) pair for one (seed, salt) purpose."""
+    """uint64 [n] key of each (latent, context) pair for one (seed, salt) purpose.
+
+    Only the context's index within its dataset enters the hash: a draw is a function of the data,
+    not of the id prefix its dataset got in a store.
+    """
     base = mix64(np.array([seed * 1_000_003 + salt], dtype=np.uint64))
     h = mix64(base ^ latent.astype(np.int64).view(np.uint64))
-    return mix64(h ^ ctx_id.astype(np.int64).view(np.uint64))
+    return mix64(h ^ context_index(ctx_id).view(np.uint64))
 
 
 def unit_interval(h: np.ndarray) -> np.ndarray:

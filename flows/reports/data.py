@@ -16,11 +16,12 @@ import polars as pl
 
 from flows.reports.html import esc
 from flows.store import Store
+from flows.store.rows import latest_rows
+from score.baselines import RANDOM_SUFFIX
 
 log = logging.getLogger(__name__)
 
 LatentKey = tuple[str, int]
-RANDOM_SUFFIX = "-random"  # score.baselines names baselines f"{explainer}-random"
 
 
 @dataclass
@@ -63,15 +64,24 @@ def is_baseline(explainer: str) -> bool:
 
 
 def load_report_data(store: Store, sae_id: str | None = None) -> ReportData:
-    """Read runs, latent_stats, explanations, scores, examples, simulations and contexts from `store`."""
+    """Read runs, latent_stats, explanations, scores, examples, simulations and contexts from `store`.
+
+    Rows are those of the settings of each SAE's newest ok run (its resume keys in `runs.keys`), so a
+    rerun with changed settings replaces what the pages show while the old rows stay in the tables.
+    """
     runs = _read(store, "runs", None)
-    examples = _dedup(_read(store, "examples", sae_id), ["sae_id", "latent", "split", "kind", "ctx_id", "start"])
+    keys = current_keys(runs, sae_id)
+    examples = _latest(_read(store, "examples", sae_id, _in_keys(keys, "sample_key")),
+                       ["sae_id", "latent", "split", "kind", "ctx_id", "start"])
+    stats = _latest(_read(store, "latent_stats", sae_id, _in_keys(keys, "stats_key")), ["sae_id", "latent"])
+    explanations = _read(store, "explanations", sae_id, _in_keys(keys, "explain_key"))
+    simulations = _real_simulations(store, sae_id, _in_keys(keys, "score_key"))
     data = ReportData(
-        stats={k: rows[-1] for k, rows in _grouped(_read(store, "latent_stats", sae_id)).items()},
-        explanations=_grouped(_latest_explanations(_read(store, "explanations", sae_id))),
-        scores=_grouped(_latest_scores(_read(store, "scores", sae_id), runs)),
+        stats={k: rows[0] for k, rows in _grouped(stats).items()},
+        explanations=_grouped(_latest_explanations(explanations)),
+        scores=_grouped(_latest_scores(_read(store, "scores", sae_id, _in_keys(keys, "score_key")), runs)),
         examples=_grouped(examples, array_columns=("acts",)),
-        simulations=_grouped(_real_simulations(store, sae_id), array_columns=("true_acts", "sim_acts")),
+        simulations=_grouped(simulations, array_columns=("true_acts", "sim_acts")),
         runs=_recent_runs(runs),
     )
     data.tokens = _context_tokens(store, examples)
@@ -91,33 +101,62 @@ def _read(store: Store, table: str, sae_id: str | None, where: pl.Expr | None = 
     return frame.collect()
 
 
-def _dedup(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
-    """Keep the last row of each key (rows of a rerun replace those of the run before)."""
+def _latest(frame: pl.DataFrame, key: list[str], order: str | None = None) -> pl.DataFrame:
+    """The newest row of each key (rows of a rerun replace those of the run before).
+
+    Key or order columns missing from the frame (a store written before they existed) are left out.
+    """
     present = [k for k in key if k in frame.columns]
     if frame.height == 0 or not present:
         return frame
-    return frame.unique(subset=present, keep="last", maintain_order=True)
+    return latest_rows(frame, present, order if order in frame.columns else None)
 
 
 def _latest_explanations(frame: pl.DataFrame) -> pl.DataFrame:
-    if "created_at" in frame.columns:
-        frame = frame.sort("created_at", nulls_last=False, maintain_order=True)
-    return _dedup(frame, ["sae_id", "latent", "explainer"])
+    return _latest(frame, ["sae_id", "latent", "explainer"], "created_at")
 
 
 def _latest_scores(scores: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
     """One score row per (sae_id, latent, explainer, scorer): the one of the most recently started run."""
+    key = ["sae_id", "latent", "explainer", "scorer"]
     if scores.height and "run_id" in scores.columns and {"run_id", "started_at"} <= set(runs.columns):
         started = runs.select("run_id", pl.col("started_at").cast(pl.String).alias("_started"))
         started = started.unique(subset=["run_id"], keep="last")
         scores = scores.join(started, on="run_id", how="left", maintain_order="left")
-        scores = scores.sort("_started", nulls_last=False, maintain_order=True).drop("_started")
-    return _dedup(scores, ["sae_id", "latent", "explainer", "scorer"])
+        return _latest(scores, key, "_started").drop("_started")
+    return _latest(scores, key)
 
 
-def _real_simulations(store: Store, sae_id: str | None) -> pl.DataFrame:
+def _real_simulations(store: Store, sae_id: str | None, where: pl.Expr | None) -> pl.DataFrame:
     """Simulations of real explainers only: the pages never show a random baseline's simulation."""
-    return _read(store, "simulations", sae_id, ~pl.col("explainer").str.ends_with(RANDOM_SUFFIX))
+    real = ~pl.col("explainer").str.ends_with(RANDOM_SUFFIX)
+    return _read(store, "simulations", sae_id, real if where is None else real & where)
+
+
+def current_keys(runs: pl.DataFrame, sae_id: str | None) -> dict[str, set[str]]:
+    """Resume keys of the newest ok run of each SAE (of `sae_id` only, when given), merged per key name.
+
+    Empty when no run recorded keys (a store written before they existed): then nothing is filtered.
+    """
+    if runs.is_empty() or not {"keys", "inputs", "status"} <= set(runs.columns):
+        return {}
+    ok = runs.filter((pl.col("status") == "ok") & pl.col("keys").is_not_null()).sort("started_at")
+    newest: dict[str, dict] = {}
+    for keys_json, inputs_json in ok.select("keys", "inputs").iter_rows():
+        run_sae = json.loads(inputs_json or "{}").get("sae_id")
+        if run_sae and (sae_id is None or run_sae == sae_id):
+            newest[run_sae] = json.loads(keys_json)
+    merged: dict[str, set[str]] = {}
+    for keys in newest.values():
+        for name, value in keys.items():
+            column = name[:-1] if name.endswith("_keys") else name  # "score_keys" -> score_key values
+            merged.setdefault(column, set()).update(value if isinstance(value, list) else [value])
+    return merged
+
+
+def _in_keys(keys: dict[str, set[str]], column: str) -> pl.Expr | None:
+    """Filter to the current keys of `column`, or None (no filter) when no run recorded them."""
+    return pl.col(column).is_in(sorted(keys[column])) if column in keys else None
 
 
 def _grouped(frame: pl.DataFrame, array_columns: tuple[str, ...] = ()) -> dict[LatentKey, list[dict]]:

@@ -6,10 +6,11 @@ import math
 import statistics
 from collections import Counter, defaultdict
 
-from flows.reports.data import RANDOM_SUFFIX, LatentKey, ReportData, is_baseline
+from flows.reports.data import LatentKey, ReportData, is_baseline
 from flows.reports.html import SORT_FILTER_JS, esc, histogram_svg, num, num_cell, page, table
+from score.baselines import RANDOM_SUFFIX
+from score.metrics import METRICS
 
-METRICS = ("precision", "recall", "f1", "auroc", "correlation")
 MAX_TEXT = 160
 
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from flows.reports.data import LatentKey, ReportData, TokenText, is_baseline, parse_patterns
 from flows.reports.html import esc, num, num_cell, page, shaded_window, table
+from score.metrics import METRICS as SCORE_COLUMNS
 
-SCORE_COLUMNS = ("precision", "recall", "f1", "auroc", "correlation")
 STAT_SKIP = {"sae_id", "latent"}
 MAX_PATTERNS_SHOWN = 40
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import polars as pl
 
 from flows.store import Store
+from score.metrics import METRICS
 
-METRICS = ("precision", "recall", "f1", "auroc", "correlation")
 
-
-def score_summary(store: Store, sae_id: str) -> pl.DataFrame:
-    """Median of each metric per (explainer, scorer), with the number of latents scored."""
+def score_summary(store: Store, sae_id: str, score_keys: list[str] | None = None) -> pl.DataFrame:
+    """Median of each metric per (explainer, scorer), with the number of latents scored: over the rows of
+    `score_keys` (a run's own settings) when given, else over every score of the SAE."""
     if not store.has("scores"):
         return pl.DataFrame()
+    rows = store.scan("scores").filter(pl.col("sae_id") == sae_id)
+    if score_keys is not None:
+        rows = rows.filter(pl.col("score_key").is_in(score_keys))
     return (
-        store.scan("scores")
-        .filter(pl.col("sae_id") == sae_id)
+        rows
         .group_by("explainer", "scorer")
         .agg(pl.len().alias("latents"), *[pl.col(m).fill_nan(None).median().alias(m) for m in METRICS])
         .sort("scorer", "explainer")

@@ -1,6 +1,6 @@
 """Write the HTML reports from the store: `reports/index.html` and one page per latent.
 
-Layout (ARCHITECTURE.md): `<store>/reports/index.html` (the dashboard) and
+Layout (docs/store.md): `<store>/reports/index.html` (the dashboard) and
 `<store>/reports/latents/<sae_id>/<latent>.html`. Pages are self-contained (inline CSS/JS, no network)
 and link to each other with relative paths, so the folder can be copied or served as static files.
 """

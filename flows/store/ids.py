@@ -1,14 +1,32 @@
-"""Names of things in the store, derived from their inputs so that a rerun finds its own work."""
+"""Names of things in the store and the resume keys of each stage, derived from content and settings.
+
+An id changes exactly when something that shapes the stored rows changes, and never because of how an
+input was named or what else the store holds:
+
+- `dataset_id`: the corpus text (a content hash), the tokenizer (a hash of its vocabulary), the context
+  length and cap. The same text under two paths is one dataset; an edited file is another.
+- `ctx_id`: the dataset's 31-bit prefix in the high bits and the context's index in the dataset in the
+  low 32 bits, so ids are unique across a store's datasets and a context's id does not depend on the
+  order in which datasets arrived. Sampling hashes only the index (explain/sampling/keys.py).
+- `activations_id` and `sae_id`: the dataset, the model's weights fingerprint, the layer and, for a
+  trained SAE, every training setting; for a loaded SAE, a hash of its files' content.
+- Stage keys, each chained on the one before it, so a changed setting recomputes its stage and every
+  stage after it while the old rows stay, keyed by what produced them:
+  `stats_key` (latent_stats) -> `sample_key` (examples) -> `explain_key` (explanations) ->
+  `score_key` (simulations, scores).
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from flows.config import RunConfig, stable_hash
+from flows.config import RunConfig, key_fields, stable_hash
 
 EMBEDDED_MODEL = "all-MiniLM-L6-v2"
 EMBEDDED_CORPUS = "pydoc-topics"
+CTX_INDEX_BITS = 32
+"""Low bits of a ctx_id: the context's index inside its dataset."""
 
 
 def slug(text: str, max_len: int = 32) -> str:
@@ -18,27 +36,54 @@ def slug(text: str, max_len: int = 32) -> str:
 
 
 def model_name(cfg: RunConfig) -> str:
-    return cfg.model or EMBEDDED_MODEL
+    return cfg.data.model or EMBEDDED_MODEL
 
 
-def dataset_id(cfg: RunConfig) -> str:
-    """Contexts depend on the corpus, the tokenizer (the model) and the context length."""
-    key = {"corpus": cfg.corpus or EMBEDDED_CORPUS, "model": model_name(cfg), "ctx_len": cfg.ctx_len,
-           "max_contexts": cfg.max_contexts}
-    return f"{slug(cfg.corpus or EMBEDDED_CORPUS)}-{stable_hash(key, 8)}"
+def dataset_id(cfg: RunConfig, corpus_fingerprint: str, tokenizer_fingerprint: str) -> str:
+    """Contexts depend on the corpus text, the tokenizer and how the text is cut."""
+    key = {"corpus": corpus_fingerprint, "tokenizer": tokenizer_fingerprint, "ctx_len": cfg.data.ctx_len,
+           "max_contexts": cfg.data.max_contexts}
+    return f"{slug(cfg.data.corpus or EMBEDDED_CORPUS)}-{stable_hash(key, 8)}"
 
 
-def activations_id(cfg: RunConfig, layer: int) -> str:
-    return f"{dataset_id(cfg)}-{slug(model_name(cfg))}-L{layer}"
+def ctx_id_base(dataset: str) -> int:
+    """First ctx_id of a dataset: a 31-bit prefix from its id, shifted past the index bits."""
+    prefix = int(stable_hash({"dataset": dataset}, 8), 16) & 0x7FFFFFFF
+    return prefix << CTX_INDEX_BITS
 
 
-def sae_id(cfg: RunConfig, layer: int) -> str:
-    """A trained SAE is named by everything that shaped it; a loaded one by its path."""
-    if cfg.sae:  # the same SAE file on another corpus or layer is another set of results
-        key = {"sae": str(Path(cfg.sae).resolve()), "data": dataset_id(cfg), "layer": layer}
-        return f"{slug(cfg.sae)}-{stable_hash(key, 8)}"
-    key = {"data": dataset_id(cfg), "model": model_name(cfg), "layer": layer, "n": cfg.n_latents, "k": cfg.k,
-           "tokens": cfg.train_tokens, "batch": cfg.batch_size, "dead": cfg.dead_tokens, "seed": cfg.seed}
-    if cfg.stream_activations:  # another batch order, another SAE (absent otherwise: existing ids stay)
-        key["stream"] = True
-    return f"{slug(model_name(cfg))}-L{layer}-n{cfg.n_latents}-k{cfg.k}-{stable_hash(key, 8)}"
+def activations_id(cfg: RunConfig, dataset: str, model_fingerprint: str, layer: int) -> str:
+    return f"{dataset}-{slug(model_name(cfg))}-L{layer}-{stable_hash({'model': model_fingerprint}, 6)}"
+
+
+def sae_id(cfg: RunConfig, dataset: str, model_fingerprint: str, layer: int, sae_fingerprint: str = "") -> str:
+    """A trained SAE is named by everything that shaped it; a loaded one by its content.
+
+    A loaded SAE applied to another corpus or layer is another set of results, so those are in its id too.
+    """
+    key = {"data": dataset, "model": model_fingerprint, "layer": layer}
+    if cfg.sae_path:
+        key["sae"] = sae_fingerprint
+        return f"{slug(cfg.sae_path)}-{stable_hash(key, 8)}"
+    key.update(sae=key_fields(cfg, "sae"), train=key_fields(cfg, "train"), stream=cfg.data.stream_activations)
+    return f"{slug(model_name(cfg))}-L{layer}-n{cfg.sae.n_latents}-k{cfg.sae.k}-{stable_hash(key, 8)}"
+
+
+def stats_key(cfg: RunConfig) -> str:
+    """latent_stats of an SAE: the statistics settings (statuses, co-occurrence sketch)."""
+    return stable_hash({"stats": key_fields(cfg, "stats")}, 10)
+
+
+def sample_key(cfg: RunConfig) -> str:
+    """examples: which latents qualify (stats) and how their example sets are drawn (sampling)."""
+    return stable_hash({"stats": stats_key(cfg), "sampling": key_fields(cfg, "sampling")}, 10)
+
+
+def explain_key(sample: str, explainer_identity: dict) -> str:
+    """explanations: the examples shown and everything about the explainer (model, prompt version...)."""
+    return stable_hash({"sample": sample, "explainer": explainer_identity}, 10)
+
+
+def score_key(explain: str, scorer_identity: dict) -> str:
+    """simulations and scores: the explanations scored and everything about the scorer."""
+    return stable_hash({"explain": explain, "scorer": scorer_identity}, 10)

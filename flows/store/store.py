@@ -1,8 +1,9 @@
 """The Parquet store: one directory per table, append-only part files, atomic writes.
 
-Layout (a contract, see ARCHITECTURE.md): `<root>/<table>/*.parquet`, readable with
+Layout (a contract, see docs/store.md): `<root>/<table>/**/*.parquet`, readable with
 `polars.scan_parquet("<root>/<table>/**/*.parquet")`. A part is written to a hidden temp name and
-renamed into place, so a crash never leaves a half-written part that readers would pick up.
+renamed into place, so a crash never leaves a half-written part that readers would pick up. Every part
+that `append` writes has exactly the columns and dtypes of its table in flows/store/schemas.py.
 """
 
 from __future__ import annotations
@@ -13,17 +14,10 @@ from pathlib import Path
 
 import polars as pl
 
-TABLES = (
-    "runs",
-    "contexts",
-    "latent_stats",
-    "latent_acts",
-    "examples",
-    "explanations",
-    "simulations",
-    "scores",
-    "llm_calls",
-)
+from flows.store.schemas import SCHEMAS, conform, table_schema
+
+TABLES = tuple(SCHEMAS)
+"""Every table of the store (declared, with its columns, in flows/store/schemas.py)."""
 
 DEFAULT_STORE = "atlas-store"
 
@@ -45,25 +39,36 @@ class Store:
         return self.root / table
 
     def append(self, table: str, frame: pl.DataFrame, part: str | None = None) -> Path | None:
-        """Write `frame` as a new part of `table` (nothing for an empty frame). Returns the part path."""
+        """Write `frame` as a new part of `table` (nothing for an empty frame). Returns the part path.
+
+        The frame must have exactly the table's columns (any order); each is strictly cast to its declared
+        dtype and the part is written in the declared order. ValueError otherwise (see schemas.conform).
+        """
+        directory = self.table_dir(table)
         if frame.height == 0:
             return None
-        directory = self.table_dir(table)
-        directory.mkdir(parents=True, exist_ok=True)
         name = f"{part or 'part'}-{uuid.uuid4().hex[:12]}.parquet"
+        self._write(directory, name, conform(table, frame))
+        return directory / name
+
+    def ensure_table(self, table: str) -> None:
+        """Give a table with no parts one empty part with its declared schema, so readers find its columns."""
+        directory = self.table_dir(table)
+        if not self.has(table):
+            self._write(directory, "empty.parquet", table_schema(table).empty())
+
+    def ensure_tables(self) -> None:
+        """Every table of the contract exists afterwards (an empty part where a table has none)."""
+        for table in TABLES:
+            self.ensure_table(table)
+
+    @staticmethod
+    def _write(directory: Path, name: str, frame: pl.DataFrame) -> None:
+        # Hidden temp name, then one rename: readers glob `*.parquet` and never see a partial part.
+        directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{name}.tmp"
         frame.write_parquet(tmp)
         os.replace(tmp, directory / name)
-        return directory / name
-
-    def ensure_table(self, table: str, schema: dict[str, pl.DataType]) -> None:
-        """Give an empty table one empty part with its schema, so every table of the contract exists."""
-        if not self.has(table):
-            directory = self.table_dir(table)
-            directory.mkdir(parents=True, exist_ok=True)
-            tmp = directory / ".empty.parquet.tmp"
-            pl.DataFrame(schema=schema).write_parquet(tmp)
-            os.replace(tmp, directory / "empty.parquet")
 
     def parts(self, table: str) -> list[Path]:
         directory = self.table_dir(table)

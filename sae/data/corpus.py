@@ -7,6 +7,7 @@ dataset name) into a list of documents; `tokenize_contexts` concatenates the doc
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -14,6 +15,8 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from sae.hashing import update_framed
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +128,18 @@ def _read_hf_dataset(name: str, text_field: str, split: str) -> list[str]:
     if text_field not in dataset.column_names:
         raise ValueError(f"dataset {name!r}: no column {text_field!r} (columns: {dataset.column_names})")
     return [t for t in dataset[text_field] if isinstance(t, str)]
+
+
+def corpus_fingerprint(texts: Sequence[str]) -> str:
+    """sha256 hex digest of the texts in order, each UTF-8 encoded and length-prefixed.
+
+    The framing keeps document boundaries: ["ab", "c"] and ["a", "bc"] differ, as do [] and [""].
+    """
+    digest = hashlib.sha256()
+    digest.update(len(texts).to_bytes(8, "big"))
+    for text in texts:
+        update_framed(digest, text.encode("utf-8"))
+    return digest.hexdigest()
 
 
 def tokenize_contexts(

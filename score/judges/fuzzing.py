@@ -4,7 +4,7 @@ Each activating score-set example is shown twice, in different shuffled position
 activating tokens marked <<like this>> (label yes) and once with the same number of randomly chosen
 non-activating tokens marked instead (label no). Optionally non-activating examples with random marks
 are added as further no-items. Marks are drawn with a seed derived from (seed, latent), so reruns send
-identical prompts (cache hits). Metrics and the score row are as for detection (score/judges/detection.py).
+identical prompts (cache hits). Metrics and the score row are as for detection (score/judges/base.py).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import random
 import numpy as np
 from pydantic import Field
 
-from explain.explainers.prompts import fuzz_messages, render_text
 from explain.llm.client import CostBudget, LLMClient
+from explain.llm.render import render_text
 from explain.records import Example, LatentRecord
-from score.judges.detection import BinaryLLMScorer, BinaryScorerConfig, JudgedItem
+from score.judges.base import BinaryLLMScorer, BinaryScorerConfig, JudgedItem
+from score.prompts import fuzz_messages
 
 
 class FuzzingConfig(BinaryScorerConfig):
@@ -45,10 +46,9 @@ class FuzzingScorer(BinaryLLMScorer):
     purpose = "fuzzing"
     messages_fn = staticmethod(fuzz_messages)
 
-    def __init__(
-        self, client: LLMClient | None, config: FuzzingConfig | None = None, budget: CostBudget | None = None
-    ) -> None:
-        super().__init__(client, config or FuzzingConfig(), budget)
+    def __init__(self, client: LLMClient | None, config: FuzzingConfig | None = None,
+                 budget: CostBudget | None = None, progress: bool = False) -> None:
+        super().__init__(client, config or FuzzingConfig(), budget, progress)
 
     def items_for(self, record: LatentRecord) -> list[JudgedItem]:
         rng = random.Random(f"{self.config.seed}:marks:{record.latent}")

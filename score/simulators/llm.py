@@ -4,7 +4,7 @@ Several score windows per request (`windows_per_call`, default 10): the prompt l
 with its index and its [position, token] pairs, and the reply must be
 {"windows": [{"window": w, "activations": [...]}, ...]} with one integer per token of each window.
 Windows are matched to reply entries by index (never by position in the reply) and validated one by
-one (explain.explainers.prompts.parse_windows). A window that comes back missing, of the wrong length or garbage
+one (score.prompts.parse_windows). A window that comes back missing, of the wrong length or garbage
 is re-asked alone, as an ordinary one-window call (validated strictly, so the client's parse_retries
 apply and a bad reply is never cached); if that fails too, the latent's simulation fails (status
 failed with the error, no score row). A reply with no usable "windows" list at all is re-requested by
@@ -26,8 +26,12 @@ Threshold: a token counts as predicted-active when its simulated activation is >
 i.e. the model predicts at least 1 (expected value at least ~0.5). That mirrors the truth side
 (`true > 0`: any activation counts) while ignoring a small probability of firing in the logprob case.
 
-`LLMSimulator` implements score.simulation.Simulator, so `score_latent` scores it like N2G; use
-`simulate_and_score_many` to run many latents concurrently.
+`LLMSimulator` implements the Simulator protocol (score/simulators/base.py), so
+`SimulationScorer(LLMSimulator(...))` scores it like N2G. `simulate_many` runs the requests of every
+latent it is given concurrently through its client (bounded by the client's max_concurrency). A latent
+whose calls give up is a `SimulationFailure` ("failed", with the error); once the budget (given to the
+constructor, shared with the run's explainer and other scorers) runs out, the rest are "skipped",
+error "budget".
 """
 
 from __future__ import annotations
@@ -36,22 +40,15 @@ import logging
 import math
 import random
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from explain.explainers.prompts import (
-    SIMULATE_PROMPT_VERSION,
-    SIMULATE_SCHEMA,
-    WindowLevels,
-    parse_windows,
-    simulate_messages,
-)
 from explain.llm.client import BudgetExhausted, CostBudget, LLMCallError, LLMClient, gather_with_progress
 from explain.records import Example, Explanation, LatentRecord
-from score.simulation import ScoredLatent, score_latent
+from score.prompts import SIMULATE_PROMPT_VERSION, SIMULATE_SCHEMA, WindowLevels, parse_windows, simulate_messages
+from score.simulators.base import SimulationFailure, SimulationItem, SimulationResult
 
 log = logging.getLogger(__name__)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -75,24 +72,6 @@ class LLMSimulatorConfig(BaseModel):
     """Ask for logprobs (once; remembered per client) and use the expected value when given."""
     completion_tokens_per_token: int = Field(default=3, ge=1)
     """Completion-token allowance per simulated token (reply cap = this * tokens + 12 * windows + 20)."""
-
-
-class LLMSimulationError(RuntimeError):
-    """The simulation of one latent failed (one of its examples could not be simulated)."""
-
-
-@dataclass
-class LLMScoreOutcome:
-    """One latent's result under one LLM scorer: rows when ok, a reason otherwise."""
-
-    latent: int
-    explainer: str
-    scorer: str
-    status: str
-    """"ok", "failed" (the scorer's calls failed) or "skipped" (explanation not ok, no examples, budget)."""
-    error: str = ""
-    score_row: dict | None = None
-    simulation_rows: list[dict] = field(default_factory=list)
 
 
 def _logprob_index(logprobs: list[dict]) -> dict[int, dict]:
@@ -156,16 +135,21 @@ class LLMSimulator:
     """`purpose` of its llm_calls rows and its key in dry-run estimates."""
     prompt_version = SIMULATE_PROMPT_VERSION
 
-    def __init__(
-        self, client: LLMClient | None, config: LLMSimulatorConfig | None = None, budget: CostBudget | None = None
-    ) -> None:
+    def __init__(self, client: LLMClient | None, config: LLMSimulatorConfig | None = None,
+                 budget: CostBudget | None = None, progress: bool = False) -> None:
         self.client = client  # None: only plan() works (dry-run estimates)
         self.config = config or LLMSimulatorConfig()
         self.budget = budget
+        self.progress = progress
 
     @property
     def threshold(self) -> float:
         return self.config.threshold
+
+    def identity(self) -> dict:
+        model = self.client.settings.model if self.client is not None else None
+        return {"simulator": self.name, "model": model, "prompt_version": self.prompt_version,
+                **self.config.model_dump()}
 
     def batches(self, latent: int, examples: Sequence[Example]) -> list[list[int]]:
         """Indices into `examples` of each request's windows (empty windows need no request)."""
@@ -183,10 +167,38 @@ class LLMSimulator:
             plans.append((simulate_messages(explanation_text, windows), expected))
         return plans
 
-    async def simulate_windows(self, explanation: str, windows: list[list[str]]) -> list[np.ndarray]:
+    def simulate_many(self, items: Sequence[SimulationItem]) -> list[SimulationResult]:
+        """Per (explanation, examples) pair, in order: one array per example ([window] each, 0-10), or
+        the failure; every pair's requests are in flight together."""
+        assert self.client is not None, "this simulator was built without a client (planning only)"
+
+        async def main() -> list[SimulationResult]:
+            coros = [self._simulate(explanation, examples) for explanation, examples in items]
+            return await gather_with_progress(coros, f"simulation ({self.name})", self.progress)
+
+        return self.client.run_sync(main)
+
+    async def _simulate(self, explanation: Explanation, examples: Sequence[Example]) -> SimulationResult:
+        """One latent's arrays; a budget stop or a call that gave up becomes its SimulationFailure."""
+        assert self.client is not None
+        batches = self.batches(explanation.latent, examples)
+        coros = [self._simulate_windows(explanation.text, [examples[i].tokens for i in batch]) for batch in batches]
+        try:
+            results = await gather_with_progress(coros, "simulate", progress=False)
+        except BudgetExhausted:
+            return SimulationFailure("budget", "skipped")
+        except LLMCallError as exc:
+            return SimulationFailure(self.client.scrub(f"{exc.kind}: {exc}"))
+        out = [np.zeros(0, dtype=np.float32) for _ in examples]
+        for batch, arrays in zip(batches, results, strict=True):
+            for i, array in zip(batch, arrays, strict=True):
+                out[i] = array
+        return out
+
+    async def _simulate_windows(self, explanation: str, windows: list[list[str]]) -> list[np.ndarray]:
         """Predicted activations ([len(w)] each, 0-10) for non-empty `windows`, in ONE request plus a
         one-window re-ask per window that came back bad. Raises LLMCallError / BudgetExhausted."""
-        assert self.client is not None, "this simulator was built without a client (planning only)"
+        assert self.client is not None
         lengths = [len(w) for w in windows]
         strict = len(windows) == 1
         reply = await self.client.complete_json(
@@ -203,103 +215,8 @@ class LLMSimulator:
         if bad:
             log.info("simulation: %d of %d windows re-asked alone (%s)", len(bad), len(windows),
                      "; ".join(reply.value.errors[w] for w in bad)[:200])
-            redone = await gather_with_progress([self.simulate_windows(explanation, [windows[w]]) for w in bad],
+            redone = await gather_with_progress([self._simulate_windows(explanation, [windows[w]]) for w in bad],
                                                 "re-ask", progress=False)
             for w, arrays in zip(bad, redone, strict=True):
                 levels[w] = arrays[0].tolist()
         return [np.asarray(v, dtype=np.float32) for v in levels]
-
-    async def simulate_tokens(self, explanation: str, tokens: list[str]) -> np.ndarray:
-        """Predicted activations ([len(tokens)], 0-10) for one window (one request)."""
-        if not tokens:
-            return np.zeros(0, dtype=np.float32)
-        return (await self.simulate_windows(explanation, [tokens]))[0]
-
-    async def asimulate(self, explanation: Explanation, examples: list[Example]) -> list[np.ndarray]:
-        """One array per example ([window] each); raises LLMSimulationError if any example fails."""
-        if not explanation.ok:
-            raise LLMSimulationError(f"latent {explanation.latent}: explanation is {explanation.status}")
-        batches = self.batches(explanation.latent, examples)
-        coros = [self._batch(explanation.text, [examples[i].tokens for i in batch]) for batch in batches]
-        results = await gather_with_progress(coros, "simulate", progress=False)
-        out = [np.zeros(0, dtype=np.float32) for _ in examples]
-        for batch, arrays in zip(batches, results, strict=True):
-            for i, array in zip(batch, arrays, strict=True):
-                out[i] = array
-        return out
-
-    async def _batch(self, text: str, windows: list[list[str]]) -> list[np.ndarray]:
-        try:
-            return await self.simulate_windows(text, windows)
-        except LLMCallError as exc:
-            raise LLMSimulationError(f"{exc.kind}: {exc}") from None
-
-    def simulate(self, explanation: Explanation, examples: list[Example]) -> list[np.ndarray]:
-        """Sync form of `asimulate` (the Simulator protocol)."""
-        return self.client.run_sync(lambda: self.asimulate(explanation, examples))
-
-
-class _Precomputed:
-    """Hands `score_latent` arrays that were simulated concurrently beforehand."""
-
-    def __init__(self, name: str, threshold: float, sims: list[np.ndarray]) -> None:
-        self.name, self.threshold, self._sims = name, threshold, sims
-
-    def simulate(self, explanation: Explanation, examples: list[Example]) -> list[np.ndarray]:
-        return self._sims
-
-
-async def _simulate_and_score(
-    simulator: LLMSimulator,
-    explanation: Explanation,
-    record: LatentRecord | None,
-    scorer: str,
-    sae_id: str | None,
-    run_id: str,
-) -> LLMScoreOutcome:
-    outcome = LLMScoreOutcome(int(explanation.latent), explanation.explainer, scorer, "skipped")
-    if record is None or not record.score or not explanation.ok:
-        outcome.error = "no score examples" if explanation.ok else f"explanation {explanation.status}"
-        return outcome
-    try:
-        sims = await simulator.asimulate(explanation, record.score)
-    except BudgetExhausted:
-        outcome.error = "budget"
-        return outcome
-    except LLMSimulationError as exc:
-        outcome.status, outcome.error = "failed", simulator.client.scrub(str(exc))
-        return outcome
-    scored: ScoredLatent = score_latent(
-        explanation, record, _Precomputed(simulator.name, simulator.threshold, sims), scorer, sae_id, run_id
-    )
-    outcome.status, outcome.score_row, outcome.simulation_rows = "ok", scored.score_row, scored.simulation_rows
-    return outcome
-
-
-def simulate_and_score_many(
-    explanations: Sequence[Explanation],
-    records: Mapping[int, LatentRecord],
-    simulator: LLMSimulator,
-    scorer: str = "simulation",
-    sae_id: str | None = None,
-    run_id: str = "",
-    progress: bool = True,
-) -> list[LLMScoreOutcome]:
-    """Simulate and score every explanation concurrently; one outcome per explanation, in order.
-
-    Rows of ok outcomes go to the `simulations` and `scores` tables (same columns as the N2G path).
-    """
-
-    async def main() -> list[LLMScoreOutcome]:
-        coros = [_simulate_and_score(simulator, e, records.get(e.latent), scorer, sae_id, run_id) for e in explanations]
-        return await gather_with_progress(coros, f"{scorer} (llm)", progress)
-
-    outcomes = simulator.client.run_sync(main)
-    log.info(
-        "llm %s: %d ok, %d failed, %d skipped",
-        scorer,
-        sum(o.status == "ok" for o in outcomes),
-        sum(o.status == "failed" for o in outcomes),
-        sum(o.status == "skipped" for o in outcomes),
-    )
-    return outcomes

@@ -7,10 +7,17 @@ import polars as pl
 import pytest
 from fixtures.planted import PlantedRule, planted_corpus
 
-from explain.explainers.n2g import N2GConfig, explain_n2g, explanation_text, match_patterns
+from explain.explainers.n2g import N2GConfig, N2GExplainer, explanation_text, match_patterns
 from explain.latents.cache import LatentStatsAccumulator, LatentStatsConfig
-from explain.records import Example, LatentRecord, build_latent_records
+from explain.records import Example, Explanation, LatentRecord, build_latent_records
 from explain.sampling.examples import SamplingConfig, sample_examples
+
+
+def explain_n2g(record: LatentRecord, cfg: N2GConfig | None = None) -> Explanation:
+    """One record through N2GExplainer.explain_many."""
+    (explanation,) = N2GExplainer(cfg).explain_many([record])
+    return explanation
+
 
 RULES = {0: PlantedRule(("w1", "w2", "##s4")), 1: PlantedRule(("w3",)), 2: PlantedRule(("w7",), after="w8")}
 

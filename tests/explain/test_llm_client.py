@@ -16,7 +16,8 @@ from explain.explainers.llm import LLMExplainer
 from explain.llm.cache import DirectoryResponseCache
 from explain.llm.client import LLMClient, LLMSettings
 from explain.llm.transport import retry_after_seconds
-from score.simulators.llm import LLMSimulator, simulate_and_score_many
+from score.simulation import SimulationScorer
+from score.simulators.llm import LLMSimulator
 
 N = 4
 
@@ -28,7 +29,7 @@ def server() -> Iterator[LLMTestServer]:
 
 
 def _explain(client: LLMClient, n: int = N) -> list:
-    return LLMExplainer(client).explain_many(planted_records(n), progress=False)
+    return LLMExplainer(client).explain_many(planted_records(n))
 
 
 @pytest.mark.parametrize("fault", ["429", "500", "slow", "truncated", "prose"])
@@ -73,9 +74,9 @@ def test_logprob_support_is_detected_not_assumed(server: LLMTestServer, mode: st
     server.state.logprobs = mode
     records = planted_records(1)
     client, _ = make_client(server.base_url, max_concurrency=1)
-    explanations = LLMExplainer(client).explain_many(records, progress=False)
+    explanations = LLMExplainer(client).explain_many(records)
     server.reset_counts()
-    outcomes = simulate_and_score_many(explanations, {0: records[0]}, LLMSimulator(client), progress=False)
+    outcomes = SimulationScorer(LLMSimulator(client)).score_many(explanations, {0: records[0]})
     assert outcomes[0].status == "ok" and outcomes[0].score_row["precision"] == 1.0
     assert client.logprobs_supported is (mode == "full")
     planned = len(LLMSimulator(None).plan(explanations[0].text, records[0]))
@@ -94,9 +95,8 @@ def test_api_key_never_reaches_rows_logs_or_cache(server: LLMTestServer, monkeyp
     records = planted_records(3)
     client, recorder = make_client(server.base_url, cache=DirectoryResponseCache(tmp_path / "cache"),
                                    api_key_env="LATENT_ATLAS_TEST_KEY")
-    explanations = LLMExplainer(client).explain_many(records, progress=False)
-    outcomes = simulate_and_score_many(explanations, {r.latent: r for r in records}, LLMSimulator(client),
-                                       progress=False)
+    explanations = LLMExplainer(client).explain_many(records)
+    outcomes = SimulationScorer(LLMSimulator(client)).score_many(explanations, {r.latent: r for r in records})
     assert f"Bearer {sentinel}" in server.state.auth_headers  # the key was used...
     haystacks = [repr(recorder.rows), caplog.text, repr(explanations), repr(outcomes), repr(client),
                  client.settings.model_dump_json()]

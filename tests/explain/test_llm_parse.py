@@ -9,20 +9,14 @@ import numpy as np
 import pytest
 
 from explain.explainers.llm import activation_levels
-from explain.explainers.prompts import (
-    explain_messages,
-    parse_answers,
-    parse_explanation,
-    parse_levels,
-    parse_windows,
-    render_text,
-    simulate_messages,
-)
+from explain.explainers.prompts import explain_messages, parse_explanation
 from explain.llm.cache import DirectoryResponseCache, request_hash
 from explain.llm.limits import CostBudget
 from explain.llm.parse import LLMParseError, parse_json_reply
+from explain.llm.render import render_text
 from explain.llm.settings import LLMSettings, PriceTable
 from explain.records import Example
+from score.prompts import parse_answers, parse_levels, parse_windows, simulate_messages
 from score.simulators.llm import expected_levels, window_expected_levels
 
 

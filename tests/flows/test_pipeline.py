@@ -16,6 +16,7 @@ import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
 from flows.store import Store
+from flows.store.ids import ctx_id_base
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,10 @@ def test_every_table_is_written(finished_run):
     assert store.read("llm_calls").is_empty() and "request_hash" in store.read("llm_calls").columns
     runs = store.read("runs")
     assert runs["status"].to_list() == ["ok"]
-    assert json.loads(runs["config"][0])["n_latents"] == 512
+    assert json.loads(runs["config"][0])["sae"]["n_latents"] == 512
+    inputs = json.loads(runs["inputs"][0])
+    assert inputs["sae_id"] == finished_run[1]["sae_id"] and len(inputs["model_fingerprint"]) == 64
+    assert set(json.loads(runs["keys"][0])) == {"stats_key", "sample_key", "explain_keys", "score_keys"}
 
 
 def test_scored_latents_have_explanations_and_simulations(finished_run):
@@ -85,10 +89,15 @@ def test_real_explanations_beat_the_random_baseline(finished_run):
     assert f1["n2g"] > f1["n2g-random"] + 0.1
 
 
-def test_rerun_resumes_without_redoing_work(finished_run):
+def test_rerun_resumes_without_redoing_work(finished_run, tmp_path):
+    """On a copy of the session's store: the shared store stays as the first run left it."""
+    import shutil
+
     from flows.pipeline import pipeline
 
     cfg, _ = finished_run
+    shutil.copytree(cfg.store, tmp_path / "store")
+    cfg = cfg.model_copy(update={"store": str(tmp_path / "store")})
     store = Store(cfg.store)
     before = {t: len(store.parts(t)) for t in ("explanations", "scores", "simulations", "examples")}
     pipeline(cfg)
@@ -106,7 +115,7 @@ def test_reports_are_written(finished_run):
 
 def test_streaming_run_on_a_second_corpus_in_the_same_store(tiny_run, tmp_path):
     """`--stream-activations` trains and encodes straight from the model (no new .npy); a second
-    dataset in a store gets context ids after the first one's, so ctx_id names one context."""
+    dataset in a store gets its own context ids (its prefix, then the index), so ctx_id names one context."""
     import shutil
 
     from flows.pipeline import pipeline
@@ -114,8 +123,8 @@ def test_streaming_run_on_a_second_corpus_in_the_same_store(tiny_run, tmp_path):
     cfg, summary = tiny_run
     shutil.copytree(cfg.store, tmp_path / "store")
     npy_before = sorted((tmp_path / "store").rglob("*.npy"))
-    second = cfg.model_copy(update={"store": str(tmp_path / "store"), "stream_activations": True,
-                                    "max_contexts": 120, "max_latents": 20})
+    data = cfg.data.model_copy(update={"stream_activations": True, "max_contexts": 120})
+    second = cfg.model_copy(update={"store": str(tmp_path / "store"), "data": data, "max_latents": 20})
     result = pipeline(second)
     store = Store(second.store)
     assert result["sae_id"] != summary["sae_id"]
@@ -123,7 +132,9 @@ def test_streaming_run_on_a_second_corpus_in_the_same_store(tiny_run, tmp_path):
     contexts = store.read("contexts")
     first_ids = set(contexts.filter(pl.col("dataset_id") == summary["data"]["dataset_id"])["ctx_id"])
     second_ids = set(contexts.filter(pl.col("dataset_id") == result["data"]["dataset_id"])["ctx_id"])
-    assert len(second_ids) == 120 and min(second_ids) == max(first_ids) + 1
+    base = ctx_id_base(result["data"]["dataset_id"])
+    assert len(second_ids) == 120 and not second_ids & first_ids
+    assert sorted(second_ids) == list(range(base, base + 120))
     mine = store.read("examples").filter(pl.col("sae_id") == result["sae_id"])
     assert set(mine["ctx_id"]) <= second_ids
     assert store.read("scores").filter((pl.col("sae_id") == result["sae_id"])

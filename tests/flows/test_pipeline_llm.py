@@ -28,7 +28,7 @@ SECRET = "sk-test-SENTINEL-do-not-leak-1234"
 
 def _args(store: Path, base_url: str, *extra: str) -> list[str]:
     return ["run", "--store", str(store), "--max-contexts", "160", "--n-latents", "512", "--k", "16",
-            "--train-tokens", "40000", "--batch-size", "1024", "--layer", "2", "--max-latents", "24",
+            "--train-tokens", "40000", "--train-batch-size", "1024", "--layer", "2", "--max-latents", "24",
             "--dead-tokens", "20000", "--explainer", "llm", "--llm-model", "fake-model", "--llm-base-url",
             base_url, "--llm-api-key-env", "ATLAS_TEST_KEY", "--scorer", "simulation,detection,fuzzing", *extra]
 

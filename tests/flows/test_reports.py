@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -24,14 +25,17 @@ TOKENS = {
 
 def _fill(store: Store) -> None:
     store.append("runs", pl.DataFrame([{
-        "run_id": "run-1", "flow": "pipeline", "status": "completed", "started_at": "2025-01-01T00:00:00",
-        "finished_at": "2025-01-01T00:10:00", "config": "{}", "code_version": "abc"}]))
+        "run_id": "run-1", "flow": "pipeline", "status": "completed", "started_at": datetime(2025, 1, 1, tzinfo=UTC),
+        "finished_at": datetime(2025, 1, 1, 0, 10, tzinfo=UTC), "config": "{}", "code_version": "abc",
+        "error": "", "config_hash": "abc123", "keys": "{}", "inputs": "{}"}]))
     store.append("contexts", pl.DataFrame({
         "dataset_id": ["d"] * 4, "ctx_id": list(TOKENS), "token_ids": [list(range(8))] * 4,
         "tokens": list(TOKENS.values())}))
     store.append("latent_stats", pl.DataFrame({
-        "sae_id": [SAE] * 4, "latent": [0, 1, 2, 3], "n_active": [40, 30, 20, 0],
+        "sae_id": [SAE] * 4, "latent": [0, 1, 2, 3], "n_active": [40, 30, 20, 0], "n_contexts": [4, 3, 2, 0],
         "frequency": [0.0123, 0.01, 0.005, 0.0], "max_act": [4.5, 3.0, 2.0, 0.0],
+        "decile_edges": [[0.5] * 11, [0.5] * 11, [0.5] * 11, []], "cooccurring": [[1], [0], [], []],
+        "stats_key": ["stats-1"] * 4,
         "mean_act": [1.0, 1.0, 1.0, 0.0], "status": ["ok", "ok", "ok", "dead"],
         "reason": ["", "", "", "never active on the 1000 cached tokens"]}))
     examples = []
@@ -44,7 +48,7 @@ def _fill(store: Store) -> None:
             {"sae_id": SAE, "latent": latent, "split": "score", "kind": "random", "quantile": -1,
              "ctx_id": 21, "start": 2, "acts": [0.0, 0.0, 0.0, 0.0]},
         ]
-    store.append("examples", pl.DataFrame(examples))
+    store.append("examples", pl.DataFrame(examples).with_columns(pl.lit("sample-1").alias("sample_key")))
     patterns = '[{"ngram": ["the", "cat"], "act": 4.0}, {"ngram": ["<b>"], "act": 1.0}]'
     store.append("explanations", pl.DataFrame([
         _explanation(0, "n2g", "the cat <b>bold</b>", patterns=patterns),
@@ -62,9 +66,9 @@ def _fill(store: Store) -> None:
         for explainer in ("n2g", "n2g-random"):
             sims += [
                 {"sae_id": SAE, "latent": latent, "explainer": explainer, "scorer": "simulation", "ctx_id": 11,
-                 "true_acts": [2.0, 0.0, 0.0, 0.0], "sim_acts": [1.0, 0.0, 3.0, 0.0]},
+                 "true_acts": [2.0, 0.0, 0.0, 0.0], "sim_acts": [1.0, 0.0, 3.0, 0.0], "score_key": "score-1"},
                 {"sae_id": SAE, "latent": latent, "explainer": explainer, "scorer": "simulation", "ctx_id": 21,
-                 "true_acts": [0.0, 0.0, 0.0, 0.0], "sim_acts": [0.0, 0.0, 0.0, 0.0]},
+                 "true_acts": [0.0, 0.0, 0.0, 0.0], "sim_acts": [0.0, 0.0, 0.0, 0.0], "score_key": "score-1"},
             ]
     store.append("simulations", pl.DataFrame(sims))
 
@@ -73,14 +77,16 @@ def _explanation(latent: int, explainer: str, text: str, status: str = "ok", err
                  patterns: str = "") -> dict:
     return {"sae_id": SAE, "latent": latent, "explainer": explainer, "model": "", "prompt_version": "",
             "explanation": text, "status": status, "error": error, "prompt_tokens": 0, "completion_tokens": 0,
-            "cost_usd": 0.0, "run_id": "run-1", "created_at": "2025-01-01T00:05:00", "patterns": patterns}
+            "cost_usd": 0.0, "run_id": "run-1", "created_at": datetime(2025, 1, 1, 0, 5, tzinfo=UTC),
+            "patterns": patterns, "explain_key": "explain-1"}
 
 
 def _score(latent: int, explainer: str, precision: float, recall: float) -> dict:
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"sae_id": SAE, "latent": latent, "explainer": explainer, "scorer": "simulation",
             "precision": precision, "recall": recall, "f1": f1, "auroc": 0.75, "correlation": float("nan"),
-            "threshold": 0.0, "n_tokens": 8, "n_positive": 1, "run_id": "run-1"}
+            "threshold": 0.0, "n_tokens": 8, "n_positive": 1, "run_id": "run-1", "balanced_accuracy": float("nan"),
+            "score_key": "score-1"}
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import shutil
 import polars as pl
 import pytest
 
-from flows.stages import explain as explain_stages
+from flows.stages import score as score_stages
 from flows.store import Store
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def test_crash_in_scoring_then_rerun_scores_every_latent_once(tiny_run, tmp_path
     store = Store(cfg.store)
     expected = store.read("explanations").filter(pl.col("status") == "ok").select("latent", "explainer").unique()
 
-    real_score_chunk, calls = explain_stages._score_chunk, []
+    real_score_chunk, calls = score_stages._score_chunk, []
 
     def dies_on_third_chunk(*args, **kwargs):
         calls.append(1)
@@ -32,15 +32,15 @@ def test_crash_in_scoring_then_rerun_scores_every_latent_once(tiny_run, tmp_path
             raise RuntimeError("machine lost")
         return real_score_chunk(*args, **kwargs)
 
-    monkeypatch.setattr(explain_stages, "CHUNK_LATENTS", 16)
-    monkeypatch.setattr(explain_stages, "_score_chunk", dies_on_third_chunk)
+    monkeypatch.setattr(score_stages, "CHUNK_LATENTS", 16)
+    monkeypatch.setattr(score_stages, "_score_chunk", dies_on_third_chunk)
     with pytest.raises(RuntimeError, match="machine lost"):
         pipeline(cfg)
     kept = store.read("scores")
     assert kept.height == 32  # the two finished chunks are in the store
     assert store.read("runs").sort("started_at")["status"].to_list()[-1] == "failed"
 
-    monkeypatch.setattr(explain_stages, "_score_chunk", real_score_chunk)
+    monkeypatch.setattr(score_stages, "_score_chunk", real_score_chunk)
     pipeline(cfg)
     scores = store.read("scores")
     assert scores.group_by("latent", "explainer", "scorer").len()["len"].max() == 1

@@ -28,8 +28,16 @@ class Planted:
         while True:
             yield self.sample(batch_size)
 
-    def mean_max_cosine(self, sae: TopKSAE) -> float:
-        return float((self.atoms @ sae.W_dec.detach().T).max(1).values.mean())
+    def mean_max_cosine(self, sae: TopKSAE, centred: bool = False) -> float:
+        """Mean over atoms of the best cosine with a decoder row; centred: the atoms a layer-norm SAE sees.
+
+        Per-token centring is linear (x - mean(x) = sum_i a_i (atom_i - mean(atom_i))) and the division by
+        the token's std only rescales, so a layer-norm SAE's dictionary is the atoms projected onto the
+        mean-zero subspace and renormalised.
+        """
+        atoms = self.atoms - self.atoms.mean(1, keepdim=True) if centred else self.atoms
+        atoms = atoms / atoms.norm(dim=1, keepdim=True)
+        return float((atoms @ sae.W_dec.detach().T).max(1).values.mean())
 
 
 def _train_planted(steps: int, **sae_overrides):
@@ -49,16 +57,23 @@ def test_planted_dictionary_is_recovered():
     assert 0 < stats["fvu"] < 0.5 and 0 < stats["nmse"] < 0.5
 
 
-VARIANTS = [{"multi_topk": True}, {"batch_topk": True}, {"normalize_activations": "layer_norm"}]
+VARIANTS = [{"multi_topk": True}, {"batch_topk": True}]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_planted_dictionary_is_recovered_by_variants(variant):
     data, result = _train_planted(steps=800, **variant)
-    if variant.get("normalize_activations") == "layer_norm":
-        return  # atoms are only defined up to the per-token centring; check it trains
     assert data.mean_max_cosine(result.sae) >= 0.95
+
+
+def test_planted_dictionary_is_recovered_with_layer_norm():
+    """A layer-norm SAE learns the centred, renormalised atoms (measured: ~0.99 after 200 steps)."""
+    data, result = _train_planted(steps=200, normalize_activations="layer_norm")
+    untrained = TopKSAE(result.sae.cfg)  # random unit decoder rows: the score of learning nothing
+    assert data.mean_max_cosine(untrained, centred=True) < 0.6
+    assert data.mean_max_cosine(result.sae, centred=True) >= 0.97
+    assert result.stats["l0"] == 8 and 0 < result.stats["fvu"] < 0.5
 
 
 def test_decoder_rows_have_unit_norm_after_every_step():

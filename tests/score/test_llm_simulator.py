@@ -16,7 +16,9 @@ from fixtures.llm_server import LLMTestServer, data_block
 from explain.explainers.llm import LLMExplainer
 from explain.llm.client import LLMClient
 from explain.records import Explanation, LatentRecord
-from score.simulators.llm import LLMScoreOutcome, LLMSimulator, LLMSimulatorConfig, simulate_and_score_many
+from score.base import ScoreOutcome
+from score.simulation import SimulationScorer
+from score.simulators.llm import LLMSimulator, LLMSimulatorConfig
 
 N_WINDOWS = 20  # 10 activating + 10 quiet score windows per planted latent
 
@@ -31,19 +33,19 @@ def _setup(server: LLMTestServer, n: int = 2, **client_overrides: object
            ) -> tuple[LLMClient, list[LatentRecord], list[Explanation]]:
     records = planted_records(n, n_score=10, n_quiet=10)
     client, _ = make_client(server.base_url, **client_overrides)
-    explanations = LLMExplainer(client).explain_many(records, progress=False)
+    explanations = LLMExplainer(client).explain_many(records)
     assert all(e.ok for e in explanations)
     server.reset_counts()
     return client, records, explanations
 
 
 def _simulate(client: LLMClient, records: list[LatentRecord], explanations: list[Explanation],
-              **config: object) -> list[LLMScoreOutcome]:
+              **config: object) -> list[ScoreOutcome]:
     simulator = LLMSimulator(client, LLMSimulatorConfig(**config))  # type: ignore[arg-type]
-    return simulate_and_score_many(explanations, {r.latent: r for r in records}, simulator, progress=False)
+    return SimulationScorer(simulator).score_many(explanations, {r.latent: r for r in records})
 
 
-def _sims(outcome: LLMScoreOutcome) -> dict[int, list[float]]:
+def _sims(outcome: ScoreOutcome) -> dict[int, list[float]]:
     return {row["ctx_id"]: list(row["sim_acts"]) for row in outcome.simulation_rows}
 
 

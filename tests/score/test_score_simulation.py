@@ -3,26 +3,26 @@ the random baseline scores near the base rate, and `scores` can be recomputed fr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from explain.explainers.n2g import N2GConfig, explain_n2g, match_patterns
+from explain.explainers.n2g import N2GConfig, N2GExplainer, match_patterns
 from explain.records import Example, Explanation, LatentRecord
-from flows.store import Store
+from score.base import ScoreOutcome
 from score.baselines import random_baseline_explanations
-from score.simulation import (
-    SCORE_SCHEMA,
-    SIMULATION_SCHEMA,
-    NotScorableError,
-    Simulator,
-    score_frame,
-    score_latent,
-    score_many,
-    simulation_frame,
-)
+from score.simulation import SimulationScorer
+from score.simulators.base import SimulationFailure, SimulationItem, Simulator
 from score.simulators.n2g import N2GSimulator
+
+SCORE_ROW_KEYS = ["latent", "explainer", "scorer", "precision", "recall", "f1", "auroc", "correlation", "threshold",
+                  "n_tokens", "n_positive", "balanced_accuracy"]
+"""The `scores` columns score/ fills, in table order (the flows add sae_id and run_id)."""
+SIMULATION_ROW_KEYS = ["latent", "explainer", "scorer", "ctx_id", "true_acts", "sim_acts"]
+"""The `simulations` columns score/ fills, in table order (the flows add sae_id)."""
 
 VOCAB = [f"w{i}" for i in range(40)]
 # latent -> patterns that fire exactly on its trigger (the last token of each n-gram)
@@ -71,9 +71,31 @@ def _explanation(latent: int, explainer: str = "n2g") -> Explanation:
     return Explanation(latent=latent, explainer=explainer, text=text, patterns=PLANTED[latent])
 
 
+class _FixedSimulator:
+    """A test simulator: `predict(tokens)` per window, same for every explanation."""
+
+    name = "fixed"
+    threshold = 0.0
+
+    def __init__(self, predict) -> None:  # noqa: ANN001
+        self.predict = predict
+
+    def identity(self) -> dict:
+        return {"simulator": self.name}
+
+    def simulate_many(self, items: Sequence[SimulationItem]) -> list[list[np.ndarray] | SimulationFailure]:
+        return [[np.asarray(self.predict(e.tokens)) for e in examples] for _, examples in items]
+
+
 @pytest.fixture
 def simulator() -> N2GSimulator:
     return N2GSimulator()  # the real explain.explainers.n2g.match_patterns
+
+
+def score_latent(explanation: Explanation, record: LatentRecord, simulator: Simulator) -> ScoreOutcome:
+    """One latent through SimulationScorer (the record keyed by the explanation's latent)."""
+    (outcome,) = SimulationScorer(simulator).score_many([explanation], {explanation.latent: record})
+    return outcome
 
 
 def test_n2g_simulator_is_a_simulator(simulator: N2GSimulator) -> None:
@@ -81,48 +103,57 @@ def test_n2g_simulator_is_a_simulator(simulator: N2GSimulator) -> None:
     assert simulator.threshold == 0.0
     record = _record(2)
     expected = [match_patterns(PLANTED[2], e.tokens) for e in record.score]
-    got = simulator.simulate(_explanation(2), record.score)
+    (got,) = simulator.simulate_many([(_explanation(2), record.score)])
     assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
 
 
-def test_injected_matcher_is_used() -> None:
+def test_any_simulator_is_scored() -> None:
     record = _record(0)
-    ones = N2GSimulator(matcher=lambda patterns, tokens: np.ones(len(tokens)))
-    assert score_latent(_explanation(0), record, ones).result.recall == 1.0
+    ones = _FixedSimulator(lambda tokens: np.ones(len(tokens)))
+    assert isinstance(ones, Simulator)
+    assert score_latent(_explanation(0), record, ones).score_row["recall"] == 1.0
 
 
 def test_planted_patterns_score_perfectly_and_random_baseline_near_base_rate(simulator: N2GSimulator) -> None:
     records = {latent: _record(latent) for latent in PLANTED}
     explanations = [_explanation(latent) for latent in PLANTED]
     for explanation in explanations:
-        result = score_latent(explanation, records[explanation.latent], simulator).result
-        assert (result.precision, result.recall, result.f1) == (1.0, 1.0, 1.0)
-        assert result.auroc == 1.0
+        result = score_latent(explanation, records[explanation.latent], simulator).score_row
+        assert (result["precision"], result["recall"], result["f1"]) == (1.0, 1.0, 1.0)
+        assert result["auroc"] == 1.0
     for baseline in random_baseline_explanations(explanations, seed=0):
         assert baseline.explainer == "n2g-random"
-        result = score_latent(baseline, records[baseline.latent], simulator).result
-        base_rate = result.n_positive / result.n_tokens
-        assert result.precision <= base_rate + 0.05
-        assert result.f1 < 0.2
+        result = score_latent(baseline, records[baseline.latent], simulator).score_row
+        base_rate = result["n_positive"] / result["n_tokens"]
+        assert result["precision"] <= base_rate + 0.05
+        assert result["f1"] < 0.2
 
 
 def test_n2g_explainer_end_to_end_scores_perfectly_on_held_out_windows(simulator: N2GSimulator) -> None:
     """explain.explainers.n2g mines patterns from the explain set only; they must generalise to the score set."""
     for latent in PLANTED:
         record = _record(latent, seed=11)
-        explanation = explain_n2g(record, N2GConfig())
+        (explanation,) = N2GExplainer(N2GConfig()).explain_many([record])
         assert explanation.ok, explanation.error
-        result = score_latent(explanation, record, simulator).result
-        assert (result.precision, result.recall) == (1.0, 1.0), (latent, explanation.patterns)
+        result = score_latent(explanation, record, simulator).score_row
+        assert (result["precision"], result["recall"]) == (1.0, 1.0), (latent, explanation.patterns)
 
 
 def test_rows_have_the_store_columns(simulator: N2GSimulator) -> None:
-    scored = score_latent(_explanation(1), _record(1), simulator, run_id="run-1")
-    assert list(scored.score_row) == list(SCORE_SCHEMA)
-    assert all(list(row) == list(SIMULATION_SCHEMA) for row in scored.simulation_rows)
+    scored = score_latent(_explanation(1), _record(1), simulator)
+    assert list(scored.score_row) == SCORE_ROW_KEYS
+    assert all(list(row) == SIMULATION_ROW_KEYS for row in scored.simulation_rows)
     assert [row["ctx_id"] for row in scored.simulation_rows] == [e.ctx_id for e in _record(1).score]
-    assert scored.score_row["sae_id"] == "sae-test" and scored.score_row["run_id"] == "run-1"
+    assert "sae_id" not in scored.score_row and "run_id" not in scored.score_row  # the flows add them
     assert scored.score_row["threshold"] == 0.0
+
+
+def _stored(rows: list[dict], tmp_path, name: str) -> pl.DataFrame:  # noqa: ANN001
+    """Rows through a Parquet file, activations as float32 (the `simulations` table's dtype)."""
+    frame = pl.DataFrame(rows)
+    lists = [c for c in ("true_acts", "sim_acts") if c in frame.columns]
+    frame.with_columns(pl.col(c).cast(pl.List(pl.Float32())) for c in lists).write_parquet(tmp_path / name)
+    return pl.read_parquet(tmp_path / name)
 
 
 def test_scores_recomputed_from_simulations_with_sklearn(tmp_path, simulator: N2GSimulator) -> None:
@@ -130,13 +161,10 @@ def test_scores_recomputed_from_simulations_with_sklearn(tmp_path, simulator: N2
     explanations = [_explanation(latent) for latent in PLANTED]
     # a noisy explainer too, so the recomputation is not trivially 1.0 everywhere
     explanations += random_baseline_explanations(explanations, seed=3)
-    scored = score_many(explanations, records, simulator, run_id="r")
-    store = Store(tmp_path)
-    store.append("simulations", simulation_frame(scored))
-    store.append("scores", score_frame(scored))
-    key = ["sae_id", "latent", "explainer", "scorer"]
-    sims = store.read("simulations")
-    scores = store.read("scores")
+    scored = [o for o in SimulationScorer(simulator).score_many(explanations, records) if o.ok]
+    key = ["latent", "explainer", "scorer"]
+    sims = _stored([row for s in scored for row in s.simulation_rows], tmp_path, "simulations.parquet")
+    scores = _stored([s.score_row for s in scored], tmp_path, "scores.parquet")
     assert scores.height == 2 * len(PLANTED)
     for row in scores.iter_rows(named=True):
         sel = sims.filter(*[pl.col(k) == row[k] for k in key])
@@ -150,25 +178,29 @@ def test_scores_recomputed_from_simulations_with_sklearn(tmp_path, simulator: N2
 
 def test_failed_explanations_are_not_scored(simulator: N2GSimulator) -> None:
     failed = Explanation(latent=1, explainer="llm", text="", status="failed", error="parse error")
-    with pytest.raises(NotScorableError, match="failed"):
-        score_latent(failed, _record(1), simulator)
-    with pytest.raises(NotScorableError, match="latent 2"):
-        score_latent(_explanation(2), _record(1), simulator)
-    scored = score_many([failed, _explanation(1)], {1: _record(1)}, simulator)
+    not_ok = score_latent(failed, _record(1), simulator)
+    assert not_ok.status == "skipped" and not_ok.score_row is None and "failed" in not_ok.error
+    wrong = score_latent(_explanation(2), _record(1), simulator)
+    assert wrong.status == "skipped" and wrong.score_row is None and "latent 2" in wrong.error
+    scorer = SimulationScorer(simulator)
+    scored = [o for o in scorer.score_many([failed, _explanation(1)], {1: _record(1)}) if o.ok]
     assert [s.score_row["latent"] for s in scored] == [1]
+    outcomes = scorer.score_many([failed, _explanation(1), _explanation(3)], {1: _record(1)})
+    assert [(o.latent, o.status) for o in outcomes] == [(1, "skipped"), (1, "ok"), (3, "skipped")]  # in order
 
 
 def test_misaligned_simulator_output_raises() -> None:
-    short = N2GSimulator(matcher=lambda patterns, tokens: np.zeros(len(tokens) - 1))
+    short = _FixedSimulator(lambda tokens: np.zeros(len(tokens) - 1))
     with pytest.raises(ValueError, match="15 values for 16 tokens"):
         score_latent(_explanation(1), _record(1), short)
 
 
 def test_free_text_explanation_needs_patterns(simulator: N2GSimulator) -> None:
-    with pytest.raises(ValueError, match="no N2G patterns"):
-        simulator.simulate(Explanation(latent=1, explainer="llm", text="cats"), _record(1).score)
+    (result,) = simulator.simulate_many([(Explanation(latent=1, explainer="llm", text="cats"), _record(1).score)])
+    assert isinstance(result, SimulationFailure) and "no N2G patterns" in result.error
+    outcome = score_latent(Explanation(latent=1, explainer="llm", text="cats"), _record(1), simulator)
+    assert outcome.status == "failed" and "no N2G patterns" in outcome.error and outcome.score_row is None
 
 
-def test_empty_frames_keep_schema() -> None:
-    assert simulation_frame([]).schema == pl.Schema(SIMULATION_SCHEMA)
-    assert score_frame([]).schema == pl.Schema(SCORE_SCHEMA)
+def test_empty_batch_scores_nothing(simulator: N2GSimulator) -> None:
+    assert SimulationScorer(simulator).score_many([], {}) == []

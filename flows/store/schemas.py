@@ -1,0 +1,275 @@
+"""The store contract: every table, what one row is, its key columns and its typed columns, in order.
+
+This module is the single declaration of the store's tables: `Store` takes its table names from it,
+`Store.append` checks and casts every frame against it, `Store.ensure_tables` creates empty tables
+from it, and docs/store.md (`python -m flows.store.schemas`) and README.md's table list are generated
+from it (tests/flows/test_store.py fails when they drift). To add a column: declare it here, make
+every producer write it, regenerate docs/store.md; parts written before read back with nulls there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+import polars as pl
+
+__all__ = [
+    "SCHEMAS",
+    "Column",
+    "TableSchema",
+    "conform",
+    "markdown_summary",
+    "markdown_tables",
+    "table_schema",
+]
+
+UTC_TIME = pl.Datetime("us", "UTC")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: name, polars dtype, one-line meaning."""
+
+    name: str
+    dtype: pl.DataType
+    description: str
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """One table of the store."""
+
+    name: str
+    row: str
+    """What one row is ("one row per ...")."""
+    description: str
+    key: tuple[str, ...]
+    """The columns that identify a row; appending a row with an existing key supersedes the old one."""
+    columns: tuple[Column, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def schema(self) -> pl.Schema:
+        return pl.Schema({c.name: c.dtype for c in self.columns})
+
+    def empty(self) -> pl.DataFrame:
+        """A frame with no rows and exactly this table's columns and dtypes."""
+        return pl.DataFrame(schema=self.schema)
+
+
+def _table(name: str, row: str, description: str, key: tuple[str, ...],
+           columns: list[tuple[str, pl.DataType, str]]) -> TableSchema:
+    # Tuples keep the declarations below one line per column; the checks catch typos in `key`.
+    table = TableSchema(name, row, description, key, tuple(Column(*c) for c in columns))
+    if len(set(table.names)) != len(table.names) or not set(key) <= set(table.names):
+        raise ValueError(f"table {name!r}: duplicate column names or key columns that are not columns")
+    return table
+
+
+_SAE_ID = ("sae_id", pl.String(), "the SAE (flows/store/ids.py::sae_id); its files are under `saes/<sae_id>/`")
+_LATENT = ("latent", pl.Int32(), "latent index, 0 .. n_latents - 1")
+_EXPLAINER = ("explainer", pl.String(), 'explainer name: "n2g", "llm", or `<explainer>-random` (its random baseline)')
+_SCORER = ("scorer", pl.String(), 'scorer name: "simulation", "detection", "fuzzing"')
+_RUN_ID = ("run_id", pl.String(), "the pipeline run that wrote the row (`runs.run_id`)")
+
+_TABLES = [
+    _table("runs", "pipeline run", "Written once when a run ends, ok or failed.", ("run_id",), [
+        ("run_id", pl.String(), "run id, `run-<yyyymmdd-hhmmss, UTC>-<6 hex digits>`"),
+        ("flow", pl.String(), 'the Prefect flow that ran ("pipeline")'),
+        ("status", pl.String(), '"ok" or "failed"'),
+        ("started_at", UTC_TIME, "when the run started"),
+        ("finished_at", UTC_TIME, "when the run ended"),
+        ("config", pl.String(), "the run's RunConfig as JSON"),
+        ("code_version", pl.String(), 'installed latent-atlas version ("unknown" when not installed)'),
+        ("error", pl.String(), '`<ExceptionType>: <message>` of a failed run; "" when ok'),
+        ("config_hash", pl.String(), "hash of every setting of the run except the store (equal settings, equal hash)"),
+        ("keys", pl.String(), 'the resume keys the run used, as JSON {"stats_key": ..., "sample_key": ...}'),
+        ("inputs", pl.String(), "fingerprints of the run's inputs as JSON: model, model_fingerprint, layer, "
+                                "corpus_fingerprint, dataset_id, sae_id ({} when the run failed before them)"),
+    ]),
+    _table("contexts", "context of a corpus", "Fixed-length token windows of a corpus, stored once per dataset.",
+           ("ctx_id",), [
+        ("dataset_id", pl.String(), "the dataset: corpus text, tokenizer and context length (flows/store/ids.py)"),
+        ("ctx_id", pl.Int64(), "context id, unique across the store's datasets (dataset prefix, then index)"),
+        ("token_ids", pl.List(pl.Int64()), "the context's token ids (ctx_len of them)"),
+        ("tokens", pl.List(pl.String()), "the tokenizer's token strings, aligned with token_ids"),
+    ]),
+    _table("latent_stats", "latent of an SAE, per statistics setting",
+           "Per-latent statistics from one streaming pass over latent_acts; status says which latents are "
+           "explained.", ("sae_id", "stats_key", "latent"), [
+        _SAE_ID,
+        _LATENT,
+        ("n_active", pl.Int64(), "tokens on which the latent is > 0"),
+        ("n_contexts", pl.Int64(), "contexts in which the latent is > 0 at least once"),
+        ("frequency", pl.Float64(), "n_active / number of cached tokens"),
+        ("max_act", pl.Float32(), "largest activation"),
+        ("mean_act", pl.Float32(), "mean activation over the tokens where it is active"),
+        ("decile_edges", pl.List(pl.Float32()),
+         "11 edges of the per-context max activation: min, deciles 10..90 %, max; empty when dead"),
+        ("status", pl.String(), '"ok", "dead", "too_dense" or "too_few"; only "ok" latents are explained'),
+        ("reason", pl.String(), 'why the latent is not "ok", readable; "" when ok'),
+        ("cooccurring", pl.List(pl.Int32()), "latents most often active on the same tokens, most frequent first"),
+        ("stats_key", pl.String(), "hash of the statistics settings (flows/store/ids.py::stats_key)"),
+    ]),
+    _table("latent_acts", "non-zero activation of a latent on a token",
+           "The sparse latent cache. Written as `latent_acts/<sae_id>/part-NNNNNN.parquet`, staged and "
+           "renamed into place as a whole; each part holds whole contexts.", ("sae_id", "ctx_id", "pos", "latent"), [
+        ("ctx_id", pl.Int64(), "the context (`contexts.ctx_id`)"),
+        ("pos", pl.Int32(), "token position in the context"),
+        _LATENT,
+        ("value", pl.Float32(), "the latent's (post-ReLU TopK) activation, > 0"),
+        _SAE_ID,
+    ]),
+    _table("examples", "example window of a latent",
+           "Each latent's explain and score example sets; a latent uses a context at most once, and its "
+           "explain and score splits share no context.", ("sae_id", "sample_key", "latent", "ctx_id"), [
+        _SAE_ID,
+        _LATENT,
+        ("split", pl.String(), '"explain" (shown to the explainer) or "score" (held out for the scorers)'),
+        ("kind", pl.String(), '"activating", "random" or "similar" (a hard negative)'),
+        ("quantile", pl.Int32(), "activation decile of an activating example (0 weakest .. 9 top); -1 otherwise"),
+        ("ctx_id", pl.Int64(), "the context (`contexts.ctx_id`)"),
+        ("start", pl.Int32(), "first token of the window in the context"),
+        ("acts", pl.List(pl.Float32()), "acts[i]: the latent's activation on the context's token start + i"),
+        ("sample_key", pl.String(), "hash of the statistics and sampling settings (flows/store/ids.py)"),
+    ]),
+    _table("explanations", "explanation attempt",
+           "Failures are rows too (status, error). Append-only: the newest created_at per key wins.",
+           ("sae_id", "explain_key", "latent", "explainer"), [
+        _SAE_ID,
+        _LATENT,
+        _EXPLAINER,
+        ("model", pl.String(), 'LLM model that explained; "" for N2G'),
+        ("prompt_version", pl.String(), 'version of the explainer prompt; "" for N2G'),
+        ("explanation", pl.String(), "the explanation text"),
+        ("patterns", pl.String(), 'N2G patterns as JSON [{"ngram": [...], "act": float}]; null for free text'),
+        ("status", pl.String(), '"ok", "failed" or "skipped"; only "ok" explanations are scored'),
+        ("error", pl.String(), 'why the attempt failed; "" when ok'),
+        ("prompt_tokens", pl.Int64(), "LLM prompt tokens spent (0 for N2G)"),
+        ("completion_tokens", pl.Int64(), "LLM completion tokens spent (0 for N2G)"),
+        ("cost_usd", pl.Float64(), "LLM cost in US dollars (0 for N2G and cache hits)"),
+        _RUN_ID,
+        ("created_at", UTC_TIME, "when the row was written"),
+        ("explain_key", pl.String(), "hash of the examples shown (sample_key) and of the explainer's identity "
+                                     "(model, prompt version, settings)"),
+    ]),
+    _table("simulations", "scored window",
+           "What a scorer predicted on each score-set window; `scores` can be recomputed from these rows.",
+           ("sae_id", "score_key", "latent", "explainer", "scorer", "ctx_id"), [
+        _SAE_ID,
+        _LATENT,
+        _EXPLAINER,
+        _SCORER,
+        ("ctx_id", pl.Int64(), "the score example's context (`examples.ctx_id`)"),
+        ("true_acts", pl.List(pl.Float32()), "the latent's activations on the window"),
+        ("sim_acts", pl.List(pl.Float32()), "the simulated activations, aligned with true_acts"),
+        ("score_key", pl.String(), "hash of the explanation scored (explain_key) and of the scorer's identity"),
+    ]),
+    _table("scores", "(latent, explainer, scorer) and run",
+           "One score per explanation and scorer; the row of the most recently started run wins.",
+           ("sae_id", "score_key", "latent", "explainer", "scorer"), [
+        _SAE_ID,
+        _LATENT,
+        _EXPLAINER,
+        _SCORER,
+        ("precision", pl.Float64(), "precision of `sim_acts > threshold` against `true_acts > 0`"),
+        ("recall", pl.Float64(), "recall of the same binarisation"),
+        ("f1", pl.Float64(), "F1 of the same binarisation"),
+        ("auroc", pl.Float64(), "AUROC of sim_acts for true_acts > 0; NaN for yes/no judges"),
+        ("correlation", pl.Float64(), "Pearson correlation of sim_acts and true_acts; NaN for yes/no judges"),
+        ("threshold", pl.Float64(), "a token is predicted active when sim_acts > threshold; NaN for judges"),
+        ("n_tokens", pl.Int64(), "tokens scored (contexts for detection and fuzzing)"),
+        ("n_positive", pl.Int64(), "of which truly active"),
+        _RUN_ID,
+        ("balanced_accuracy", pl.Float64(), "balanced accuracy of detection and fuzzing; NaN for simulation"),
+        ("score_key", pl.String(), "hash of the explanation scored (explain_key) and of the scorer's identity"),
+    ]),
+    _table("llm_calls", "LLM request attempt or cache hit",
+           "The call log of every LLM client, appended after each chunk of latents.",
+           ("run_id", "request_hash", "created_at"), [
+        ("request_hash", pl.String(), "hash of the logical request (model, messages, parameters): the cache key"),
+        ("model", pl.String(), "the model asked"),
+        ("purpose", pl.String(), 'what the call was for ("explain", "simulate", "detection", ...)'),
+        ("prompt_tokens", pl.Int64(), "prompt tokens the server reported"),
+        ("completion_tokens", pl.Int64(), "completion tokens the server reported"),
+        ("latency_s", pl.Float64(), "seconds from request to validated reply (0 for a cache hit)"),
+        ("status", pl.String(), '"ok", "cached", "retry", "failed" or "invalid"'),
+        ("error", pl.String(), 'what went wrong (API keys scrubbed); "" when ok'),
+        ("created_at", UTC_TIME, "when the call ended"),
+        _RUN_ID,
+    ]),
+]
+
+SCHEMAS: dict[str, TableSchema] = {t.name: t for t in _TABLES}
+"""Every table of the store, in the order the pipeline fills them."""
+
+
+def table_schema(table: str) -> TableSchema:
+    if table not in SCHEMAS:
+        raise ValueError(f"unknown table {table!r}; tables are {', '.join(SCHEMAS)}")
+    return SCHEMAS[table]
+
+
+def conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with exactly the table's columns, in order, strictly cast to the declared dtypes.
+
+    Raises ValueError naming the table and the columns when a column is missing or unknown, and naming
+    the column and both dtypes when one cannot be cast, so a producer's mistake fails at the write that
+    makes it instead of in a reader much later.
+    """
+    spec = table_schema(table)
+    missing = [n for n in spec.names if n not in frame.columns]
+    unknown = [n for n in frame.columns if n not in spec.names]
+    if missing or unknown:
+        raise ValueError(f"table {table!r}: frame does not match the schema (flows/store/schemas.py): "
+                         f"missing columns {missing}, unknown columns {unknown}")
+    return pl.DataFrame([_cast(table, frame.get_column(c.name), c) for c in spec.columns])
+
+
+def _cast(table: str, series: pl.Series, column: Column) -> pl.Series:
+    if series.dtype == column.dtype:
+        return series
+    try:
+        return series.cast(column.dtype, strict=True)
+    except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError, pl.exceptions.SchemaError) as exc:
+        raise ValueError(f"table {table!r}: column {column.name!r} of dtype {series.dtype} cannot be cast "
+                         f"to the declared dtype {column.dtype}: {exc}") from exc
+
+
+def _code(names: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def markdown_tables() -> str:
+    """The tables of the store as markdown: an overview, then every column of every table."""
+    lines = ["| table | one row per | key columns |", "|---|---|---|"]
+    lines += [f"| [`{t.name}`](#{t.name}) | {t.row} | {_code(t.key)} |" for t in SCHEMAS.values()]
+    for t in SCHEMAS.values():
+        lines += ["", f"### {t.name}", "", f"One row per {t.row}. {t.description}", "", f"Key: {_code(t.key)}.",
+                  "", "| column | dtype | meaning |", "|---|---|---|"]
+        lines += [f"| `{c.name}` | `{c.dtype}` | {c.description} |" for c in t.columns]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_summary() -> str:
+    """README.md's short table of tables: name, what a row is, key, and the column names."""
+    lines = ["| table | one row per | key | columns |", "|---|---|---|---|"]
+    lines += [f"| `{t.name}` | {t.row} | {', '.join(t.key)} | {', '.join(t.names)} |" for t in SCHEMAS.values()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Print the store's tables as markdown (docs/store.md).")
+    parser.add_argument("--summary", action="store_true", help="print README.md's short table instead")
+    args = parser.parse_args()
+    # stdout is the product here (redirected into docs/store.md), not a log message.
+    sys.stdout.write(markdown_summary() if args.summary else markdown_tables())
+
+
+if __name__ == "__main__":
+    main()
