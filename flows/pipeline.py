@@ -25,7 +25,8 @@ from flows.stages import sae as sae_stages
 from flows.stages import sampling as sampling_stages
 from flows.stages import score as score_stages
 from flows.stages.data import DataRef
-from flows.stages.llm_session import close_session, estimate_llm_cost, session_for
+from flows.stages.dry_run import estimate_llm_cost
+from flows.stages.llm_session import close_session, session_for
 from flows.store import Store
 from flows.store.ids import model_name, sample_key, stats_key
 

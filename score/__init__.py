@@ -1,1 +1,3 @@
-"""score"""
+"""Scoring explanations behind one interface (base.py): simulation (simulators/) and LLM judges (judges/), metrics,
+baselines.
+"""

@@ -36,6 +36,8 @@ class DataRef:
     """Content hash of the subject model's weights (or its hub revision)."""
     corpus_fingerprint: str = ""
     """Content hash of the corpus text."""
+    model_type: str = ""
+    """The subject model's architecture (its config's model_type, e.g. "bert", "gpt2")."""
 
 
 def resolve_device(device: str) -> str:
@@ -116,10 +118,11 @@ def cache_activations(cfg: RunConfig, subject, ds: str, corpus_fp: str, layer: i
     store = Store(cfg.store)
     contexts = read_contexts(store, ds)
     n_ctx, fp = contexts.height, subject.fingerprint
+    model_type = str(getattr(subject.model.config, "model_type", "") or "model")
     if cfg.data.stream_activations:
-        return DataRef(ds, layer, "", n_ctx, cfg.data.ctx_len, subject.d_model, fp, corpus_fp)
-    path = store.cache_dir("activations") / f"{activations_id(cfg, ds, fp, layer)}.npy"
-    ref = DataRef(ds, layer, str(path), n_ctx, cfg.data.ctx_len, subject.d_model, fp, corpus_fp)
+        return DataRef(ds, layer, "", n_ctx, cfg.data.ctx_len, subject.d_model, fp, corpus_fp, model_type)
+    path = store.cache_dir("activations") / f"{activations_id(ds, model_type, fp, layer)}.npy"
+    ref = DataRef(ds, layer, str(path), n_ctx, cfg.data.ctx_len, subject.d_model, fp, corpus_fp, model_type)
     if path.exists():
         log.info("activations already cached at %s", path)
         return ref

@@ -57,10 +57,16 @@ def explainer_key(cfg: RunConfig, explainer: Explainer) -> str:
 
 
 def pending_latents(store: Store, cfg: RunConfig, sid: str, explainer: Explainer) -> list[int]:
-    """Selected latents without an ok explanation by `explainer` under the run's explain key yet."""
+    """Selected latents that still need an explanation by `explainer` under the run's explain key.
+
+    A latent whose newest row is ok is done. A failed one is retried on a rerun only when the failure
+    can be transient (an LLM call); N2G is deterministic, so its failure ("no n-gram precise enough")
+    would only come back again and is kept as the answer.
+    """
     wanted = selected_latents(read_stats(store, sid, stats_key(cfg)), cfg.max_latents)
     done = latest_explanations(store, sid, explainer.name, explainer_key(cfg, explainer))
-    done = done.filter(pl.col("status") == "ok")
+    final = ["ok"] if cfg.explainer == "llm" else ["ok", "failed"]
+    done = done.filter(pl.col("status").is_in(final))
     done_set = set(done["latent"].to_list())
     return [latent for latent in wanted if latent not in done_set]
 

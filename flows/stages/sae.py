@@ -30,7 +30,7 @@ def run_sae_id(cfg: RunConfig, data: DataRef) -> str:
         from sae.formats import sae_fingerprint
 
         fingerprint = sae_fingerprint(cfg.sae_path)
-    return sae_id(cfg, data.dataset_id, data.model_fingerprint, data.layer, fingerprint)
+    return sae_id(cfg, data.dataset_id, data.model_type, data.model_fingerprint, data.layer, fingerprint)
 
 
 def train_or_load_sae(cfg: RunConfig, data: DataRef) -> str:

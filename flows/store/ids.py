@@ -43,7 +43,8 @@ def dataset_id(cfg: RunConfig, corpus_fingerprint: str, tokenizer_fingerprint: s
     """Contexts depend on the corpus text, the tokenizer and how the text is cut."""
     key = {"corpus": corpus_fingerprint, "tokenizer": tokenizer_fingerprint, "ctx_len": cfg.data.ctx_len,
            "max_contexts": cfg.data.max_contexts}
-    return f"{slug(cfg.data.corpus or EMBEDDED_CORPUS)}-{stable_hash(key, 8)}"
+    # The name part says what kind of corpus, never its path: the same text under two names is one dataset.
+    return f"{EMBEDDED_CORPUS if cfg.data.corpus is None else 'corpus'}-{stable_hash(key, 8)}"
 
 
 def ctx_id_base(dataset: str) -> int:
@@ -52,21 +53,24 @@ def ctx_id_base(dataset: str) -> int:
     return prefix << CTX_INDEX_BITS
 
 
-def activations_id(cfg: RunConfig, dataset: str, model_fingerprint: str, layer: int) -> str:
-    return f"{dataset}-{slug(model_name(cfg))}-L{layer}-{stable_hash({'model': model_fingerprint}, 6)}"
+def activations_id(dataset: str, model_type: str, model_fingerprint: str, layer: int) -> str:
+    return f"{dataset}-{slug(model_type)}-L{layer}-{stable_hash({'model': model_fingerprint}, 6)}"
 
 
-def sae_id(cfg: RunConfig, dataset: str, model_fingerprint: str, layer: int, sae_fingerprint: str = "") -> str:
+def sae_id(cfg: RunConfig, dataset: str, model_type: str, model_fingerprint: str, layer: int,
+           sae_fingerprint: str = "") -> str:
     """A trained SAE is named by everything that shaped it; a loaded one by its content.
 
-    A loaded SAE applied to another corpus or layer is another set of results, so those are in its id too.
+    The readable part comes from content too (the model's architecture, never a path), so the same
+    model or SAE under two paths is one id. A loaded SAE applied to another corpus or layer is another
+    set of results, so those are in its id too.
     """
     key = {"data": dataset, "model": model_fingerprint, "layer": layer}
     if cfg.sae_path:
         key["sae"] = sae_fingerprint
-        return f"{slug(cfg.sae_path)}-{stable_hash(key, 8)}"
+        return f"loaded-{slug(model_type)}-L{layer}-{stable_hash(key, 8)}"
     key.update(sae=key_fields(cfg, "sae"), train=key_fields(cfg, "train"), stream=cfg.data.stream_activations)
-    return f"{slug(model_name(cfg))}-L{layer}-n{cfg.sae.n_latents}-k{cfg.sae.k}-{stable_hash(key, 8)}"
+    return f"{slug(model_type)}-L{layer}-n{cfg.sae.n_latents}-k{cfg.sae.k}-{stable_hash(key, 8)}"
 
 
 def stats_key(cfg: RunConfig) -> str:
