@@ -163,7 +163,8 @@ def pipeline(cfg: RunConfig) -> dict:
     finally:
         close_session(run_id)
     Store(cfg.store).ensure_table("llm_calls")  # a run without an LLM still has the table
-    keys = {"explain_keys": sorted({c["explain_key"] for c in counts.values()}),
+    keys = {"stats_key": stats_key(cfg), "sample_key": sample_key(cfg),
+            "explain_keys": sorted({c["explain_key"] for c in counts.values()}),
             "score_keys": sorted({c["score_key"] for c in counts.values()})}
     record_run(cfg, run_id, "ok", started, keys=keys, inputs=inputs)
     summary = {"run_id": run_id, "sae_id": sid, "data": asdict(data), "scored": counts, "report": report, **keys,

@@ -1,23 +1,31 @@
-"""Random-explanation baseline: score each latent with another latent's explanation.
+"""Baselines scored beside every explainer, so a reader can judge what an explanation adds.
 
-Every run scores these the same way as the real explanations, so the report shows what chance looks
-like next to every explainer (a deranged explanation keeps the style, length and pattern count of a real
-one, but says nothing about this latent).
+- `<explainer>-random`: each latent gets another latent's explanation (a seeded derangement). It keeps
+  the style, length and pattern count of a real one but says nothing about this latent: a floor.
+- `top-token`: the latent's most frequent peak token on its explain examples, as a one-pattern
+  explanation. The simplest rule a reader would try first; an explanation should beat it.
+- `always-on`: predicts every token (an empty n-gram matches everywhere), so its precision is the
+  latent's prevalence and its recall 1.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 
-from explain.records import Explanation
+from explain.records import Explanation, LatentRecord
 
 log = logging.getLogger(__name__)
 
 RANDOM_SUFFIX = "-random"
+TOP_TOKEN = "top-token"
+ALWAYS_ON = "always-on"
+PATTERN_BASELINES = (TOP_TOKEN, ALWAYS_ON)
+"""Baselines that are pattern rules: scored by pattern matching whatever the run's explainer."""
 
 
 def baseline_name(explainer: str) -> str:
@@ -70,3 +78,29 @@ def _swapped(recipient: Explanation, donor: Explanation) -> Explanation:
         completion_tokens=0,
         cost_usd=0.0,
     )
+
+
+def top_token_explanations(records: Sequence[LatentRecord]) -> list[Explanation]:
+    """Per record, its most frequent peak token over the activating explain examples (ties: the token
+    that sorts first), as one pattern whose act is the mean peak activation. Explain split only: the
+    score split stays held out. A record with no activating explain example gets a failed row."""
+    out = []
+    for record in records:
+        peaks = [(e.tokens[int(np.argmax(e.acts))], float(np.max(e.acts))) for e in record.explain
+                 if e.is_activating and e.tokens]
+        if not peaks:
+            out.append(Explanation(latent=record.latent, explainer=TOP_TOKEN, text="", status="failed",
+                                   error="no activating explain example", patterns=[]))
+            continue
+        counts = Counter(token for token, _ in peaks)
+        token = min(counts, key=lambda t: (-counts[t], t))
+        act = float(np.mean([a for t, a in peaks if t == token]))
+        out.append(Explanation(latent=record.latent, explainer=TOP_TOKEN, text=f'"{token}"',
+                               patterns=[{"ngram": [token], "act": round(act, 6)}]))
+    return out
+
+
+def always_on_explanations(latents: Sequence[int]) -> list[Explanation]:
+    """Per latent, the explanation "fires on every token" (one empty n-gram, act 1)."""
+    return [Explanation(latent=int(latent), explainer=ALWAYS_ON, text="every token",
+                        patterns=[{"ngram": [], "act": 1.0}]) for latent in latents]

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from flows.reports.summary import format_summary, score_summary
+    from flows.reports.summary import format_summary, score_summary, unscored_summary
 
     store = args.store or str(default_store_root())
     cfg = config_from_args(RunConfig, args, defaults=RunConfig(), store=store)
@@ -58,7 +58,8 @@ def _run(args: argparse.Namespace) -> int:
     out = Store(cfg.store)
     sys.stdout.write(
         f"\nSAE {summary['sae_id']}  ({summary['wall_s']} s)\n"
-        f"{format_summary(score_summary(out, summary['sae_id'], summary['score_keys']))}\n\n"
+        f"{format_summary(score_summary(out, summary['sae_id'], summary['score_keys']))}\n"
+        f"{unscored_summary(out, summary['sae_id'], summary['stats_key'], summary['explain_keys'])}\n\n"
         f"dashboard: {Path(summary['report']).resolve()}\n"
         f"tables:    {out.root.resolve()}/<table>/*.parquet\n"
     )

@@ -101,7 +101,7 @@ def _read(store: Store, table: str, sae_id: str | None, where: pl.Expr | None = 
     return frame.collect()
 
 
-def _latest(frame: pl.DataFrame, key: list[str], order: str | None = None) -> pl.DataFrame:
+def _latest(frame: pl.DataFrame, key: list[str], order: str | list[str] | None = None) -> pl.DataFrame:
     """The newest row of each key (rows of a rerun replace those of the run before).
 
     Key or order columns missing from the frame (a store written before they existed) are left out.
@@ -109,7 +109,8 @@ def _latest(frame: pl.DataFrame, key: list[str], order: str | None = None) -> pl
     present = [k for k in key if k in frame.columns]
     if frame.height == 0 or not present:
         return frame
-    return latest_rows(frame, present, order if order in frame.columns else None)
+    orders = [o for o in ([order] if isinstance(order, str) else order or []) if o in frame.columns]
+    return latest_rows(frame, present, orders or None)
 
 
 def _latest_explanations(frame: pl.DataFrame) -> pl.DataFrame:
@@ -117,14 +118,19 @@ def _latest_explanations(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _latest_scores(scores: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
-    """One score row per (sae_id, latent, explainer, scorer): the one of the most recently started run."""
+    """One score row per (sae_id, latent, explainer, scorer): the one of the most recently started run,
+    its natural-population row where there is one (the headline), else its sampled row."""
     key = ["sae_id", "latent", "explainer", "scorer"]
+    if scores.height and "population" in scores.columns:
+        scores = scores.with_columns((pl.col("population") == "natural").cast(pl.Int8).alias("_natural"))
     if scores.height and "run_id" in scores.columns and {"run_id", "started_at"} <= set(runs.columns):
         started = runs.select("run_id", pl.col("started_at").cast(pl.String).alias("_started"))
         started = started.unique(subset=["run_id"], keep="last")
         scores = scores.join(started, on="run_id", how="left", maintain_order="left")
-        return _latest(scores, key, "_started").drop("_started")
-    return _latest(scores, key)
+        order = ["_started", "_natural"] if "_natural" in scores.columns else "_started"
+        return _latest(scores, key, order).drop("_started", "_natural", strict=False)
+    return _latest(scores, key, "_natural" if "_natural" in scores.columns else None).drop("_natural",
+                                                                                         strict=False)
 
 
 def _real_simulations(store: Store, sae_id: str | None, where: pl.Expr | None) -> pl.DataFrame:

@@ -12,6 +12,7 @@ run_id are added here.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -19,16 +20,25 @@ from tqdm import tqdm
 
 from explain.records import Explanation, LatentRecord
 from flows.config import RunConfig
-from flows.stages.data import DataRef
+from flows.stages.data import DataRef, read_contexts
 from flows.stages.explain import CHUNK_LATENTS, explainer_key, identity, make_explainer
+from flows.stages.latents import latent_acts_dir
 from flows.stages.sampling import load_records
 from flows.store import Store
-from flows.store.ids import explain_key, score_key
+from flows.store.ids import explain_key, sample_key, score_key
 from flows.store.rows import explanation_frame, explanations_from_frame, latest_explanations, scored_latents
 from score.base import ScoreOutcome, Scorer
-from score.baselines import baseline_name, random_baseline_explanations
+from score.baselines import (
+    PATTERN_BASELINES,
+    TOP_TOKEN,
+    always_on_explanations,
+    baseline_name,
+    random_baseline_explanations,
+    top_token_explanations,
+)
 from score.judges.detection import DetectionScorer
 from score.judges.fuzzing import FuzzingScorer
+from score.natural import HeldOutCorpus, NaturalPatternScorer
 from score.simulation import SimulationScorer
 from score.simulators.llm import LLMSimulator
 from score.simulators.n2g import N2GSimulator
@@ -37,6 +47,10 @@ if TYPE_CHECKING:
     from flows.stages.llm_session import LLMSession
 
 log = logging.getLogger(__name__)
+
+NO_INTERVALS = {f"{m}_{side}": math.nan for m in ("precision", "recall", "f1") for side in ("lo", "hi")}
+"""Interval columns of a scorer that computes none (the LLM judges)."""
+
 
 def make_scorers(cfg: RunConfig, session: LLMSession | None) -> list[Scorer]:
     """The run's scorers, in `cfg.scorers` order. Simulation matches N2G patterns for N2G explanations
@@ -57,20 +71,70 @@ def make_scorers(cfg: RunConfig, session: LLMSession | None) -> list[Scorer]:
     return [builders[name]() for name in cfg.scorers]
 
 
+def _asks_llm(scorer: Scorer) -> bool:
+    """Whether the scorer's output depends on the run's LLM settings (they then enter its score key)."""
+    return isinstance(scorer, DetectionScorer | FuzzingScorer) or isinstance(getattr(scorer, "simulator", None),
+                                                                            LLMSimulator)
+
+
+def natural_scorer(cfg: RunConfig, store: Store, data: DataRef, sid: str) -> NaturalPatternScorer:
+    """Pattern explanations scored on every held-out token of the corpus (score/natural.py)."""
+    corpus = HeldOutCorpus.from_contexts(read_contexts(store, data.dataset_id), cfg.seed,
+                                         cfg.sampling.explain_fraction)
+    cache = latent_acts_dir(store, sid) / "*.parquet"
+
+    def truth(latents: list[int]) -> pl.DataFrame:
+        return pl.scan_parquet(str(cache)).filter(pl.col("latent").is_in(latents)).drop("sae_id").collect()
+
+    return NaturalPatternScorer(corpus, truth)
+
+
 def score_explanations(cfg: RunConfig, data: DataRef, sid: str, explainer: str, scorers: list[Scorer],
                        run_id: str, session: LLMSession | None) -> dict[str, dict[str, object]]:
-    """Score `explainer`'s ok explanations and their random baseline with every scorer; returns, per
-    "<explainer>/<scorer>", the latents scored now and the explain and score keys of its rows."""
+    """Score `explainer`'s ok explanations and their baselines; returns, per "<explainer>/<scorer>/<population>",
+    the latents scored now and the explain and score keys of its rows.
+
+    The explainer and its random baseline get the run's scorers; pattern explanations (N2G, and the
+    top-token and always-on baselines, which are pattern rules whatever the explainer) are also scored
+    on the natural population, exactly. The pattern baselines are simulated by pattern matching even in
+    an LLM run: they cost nothing and mean the same in every run.
+    """
     store = Store(cfg.store)
     key = explainer_key(cfg, make_explainer(cfg, None))
-    baseline, baseline_key = store_random_baseline(store, sid, explainer, key, run_id, cfg.seed)
+    random_name, random_key = store_random_baseline(store, sid, explainer, key, run_id, cfg.seed)
+    pattern_keys = store_pattern_baselines(cfg, store, data, sid, explainer, key, run_id)
+    natural = natural_scorer(cfg, store, data, sid)
+    pattern_scorers: list[Scorer] = [SimulationScorer(N2GSimulator()), natural]
+    run_scorers = [*scorers, natural] if cfg.explainer == "n2g" else scorers
+    groups = [(explainer, key, run_scorers), (random_name, random_key, run_scorers),
+              *[(name, ek, pattern_scorers) for name, ek in pattern_keys.items()]]
     counts: dict[str, dict[str, object]] = {}
-    for name, ek in ((explainer, key), (baseline, baseline_key)):
-        for scorer in scorers:
-            sk = score_key(ek, identity(cfg, scorer, scorer.name in cfg.llm_scorers()))
+    for name, ek, group_scorers in groups:
+        for scorer in group_scorers:
+            sk = score_key(ek, identity(cfg, scorer, _asks_llm(scorer)))
             written = _score_pending(cfg, store, data, sid, (name, ek), scorer, sk, run_id, session)
-            counts[f"{name}/{scorer.name}"] = {"scored": written, "explain_key": ek, "score_key": sk}
+            population = getattr(scorer, "population", "sampled")
+            counts[f"{name}/{scorer.name}/{population}"] = {"scored": written, "explain_key": ek, "score_key": sk}
     return counts
+
+
+def store_pattern_baselines(cfg: RunConfig, store: Store, data: DataRef, sid: str, explainer: str, key: str,
+                            run_id: str) -> dict[str, str]:
+    """The top-token and always-on baselines of every latent `explainer` explained; returns their explain
+    keys. Both depend only on the examples (the sample key), not on the explainer."""
+    latents = latest_explanations(store, sid, explainer, key).filter(pl.col("status") == "ok")["latent"].to_list()
+    keys = {name: explain_key(sample_key(cfg), {"baseline": name}) for name in PATTERN_BASELINES}
+    for name, bk in keys.items():
+        have = set(latest_explanations(store, sid, name, bk)["latent"].to_list())
+        todo = [latent for latent in latents if latent not in have]
+        for start in range(0, len(todo), CHUNK_LATENTS):
+            chunk = todo[start: start + CHUNK_LATENTS]
+            if name == TOP_TOKEN:
+                rows = top_token_explanations(load_records(store, cfg, sid, data.dataset_id, chunk))
+            else:
+                rows = always_on_explanations(chunk)
+            store.append("explanations", explanation_frame(rows, sid, run_id, bk), part=sid)
+    return keys
 
 
 def store_random_baseline(store: Store, sid: str, explainer: str, key: str, run_id: str, seed: int
@@ -112,8 +176,8 @@ def _score_chunk(scorer: Scorer, explanations: list[Explanation], records: dict[
     outcomes = scorer.score_many(explanations, records)
     ok = [o for o in outcomes if o.ok]
     simulations = [{**row, "sae_id": sid, "score_key": key} for o in ok for row in o.simulation_rows]
-    scores = [{**o.score_row, "sae_id": sid, "run_id": run_id, "score_key": key} for o in ok
-              if o.score_row is not None]
+    scores = [{"population": "sampled", **NO_INTERVALS, **o.score_row, "sae_id": sid, "run_id": run_id,
+               "score_key": key} for o in ok if o.score_row is not None]
     store.append("simulations", pl.DataFrame(simulations, infer_schema_length=None), part=sid)
     store.append("scores", pl.DataFrame(scores, infer_schema_length=None), part=sid)
     if session is not None:

@@ -169,25 +169,37 @@ _TABLES = [
         ("true_acts", pl.List(pl.Float32()), "the latent's activations on the window"),
         ("sim_acts", pl.List(pl.Float32()), "the simulated activations, aligned with true_acts"),
         ("score_key", pl.String(), "hash of the explanation scored (explain_key) and of the scorer's identity"),
+        ("p_active", pl.List(pl.Float32()), "P(simulated level > threshold) per token, i.e. P(level >= 1) at the "
+                                           "default 0.5, from the LLM's logprobs; null when the window had none"),
     ]),
     _table("scores", "(latent, explainer, scorer) and run",
            "One score per explanation and scorer; the row of the most recently started run wins.",
-           ("sae_id", "score_key", "latent", "explainer", "scorer"), [
+           ("sae_id", "score_key", "latent", "explainer", "scorer", "population"), [
         _SAE_ID,
         _LATENT,
         _EXPLAINER,
         _SCORER,
-        ("precision", pl.Float64(), "precision of `sim_acts > threshold` against `true_acts > 0`"),
+        ("precision", pl.Float64(), "precision against `true_acts > 0` of, per window, `p_active > 0.5` where "
+                                    "p_active is not null, else `sim_acts > threshold`"),
         ("recall", pl.Float64(), "recall of the same binarisation"),
         ("f1", pl.Float64(), "F1 of the same binarisation"),
         ("auroc", pl.Float64(), "AUROC of sim_acts for true_acts > 0; NaN for yes/no judges"),
         ("correlation", pl.Float64(), "Pearson correlation of sim_acts and true_acts; NaN for yes/no judges"),
-        ("threshold", pl.Float64(), "a token is predicted active when sim_acts > threshold; NaN for judges"),
+        ("threshold", pl.Float64(), "a token of a window without p_active is predicted active when sim_acts > "
+                                    "threshold; NaN for judges"),
         ("n_tokens", pl.Int64(), "tokens scored (contexts for detection and fuzzing)"),
         ("n_positive", pl.Int64(), "of which truly active"),
         _RUN_ID,
         ("balanced_accuracy", pl.Float64(), "balanced accuracy of detection and fuzzing; NaN for simulation"),
         ("score_key", pl.String(), "hash of the explanation scored (explain_key) and of the scorer's identity"),
+        ("population", pl.String(), '"sampled" (the score set) or "natural" (every held-out token of the '
+                                    'corpus; pattern explanations, exact)'),
+        *[(f"{m}_{side}", pl.Float64(), f"{'lower' if side == 'lo' else 'upper'} end of the 95% bootstrap interval "
+           f"of {m} (contexts resampled); NaN where not computed") for m in ("precision", "recall", "f1")
+          for side in ("lo", "hi")],
+        ("mode", pl.String(), 'what produced the prediction: "logprobs" (every window has p_active), "written" '
+                              '(none has: the LLM\'s written levels), "mixed" (some have), "patterns" (N2G) or '
+                              '"judge" (detection, fuzzing)'),
     ]),
     _table("llm_calls", "LLM request attempt or cache hit",
            "The call log of every LLM client, appended after each chunk of latents.",

@@ -2,8 +2,8 @@
 
 A judge turns a latent's score-set examples into `JudgedItem`s (a text and the right yes/no answer),
 asks the model about them `batch_size` at a time, and scores the answers with
-score.metrics.binary_scores. The score row has the `scores` metric columns plus `balanced_accuracy`;
-auroc, correlation and threshold are NaN (not defined for yes/no answers) and n_tokens / n_positive
+score.metrics.binary_scores. The score row has the `scores` metric columns plus `balanced_accuracy`
+and mode "judge"; auroc, correlation and threshold are NaN (not defined for yes/no answers) and n_tokens / n_positive
 count contexts, not tokens. Every latent's requests are sent concurrently through the client; once the
 budget (given to the constructor, shared with the run's other LLM stages) runs out, the remaining
 latents are "skipped", error "budget"; a call that gives up fails its latent.
@@ -16,11 +16,13 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from explain.llm.client import BudgetExhausted, CostBudget, LLMCallError, LLMClient, gather_with_progress
 from explain.records import Explanation, LatentRecord
 from score.base import ScoreOutcome, log_outcomes, partition
+from score.intervals import prf_intervals
 from score.metrics import binary_scores
 from score.prompts import ANSWERS_SCHEMA, JUDGE_PROMPT_VERSION, parse_answers
 
@@ -155,4 +157,10 @@ def binary_score_row(explanation: Explanation, record: LatentRecord, scorer: str
         "n_tokens": len(labels),
         "n_positive": int(sum(labels)),
         "balanced_accuracy": metrics["balanced_accuracy"],
+        "mode": "judge",  # yes/no answers per context, not simulated tokens (the `scores.mode` column)
+        "population": "sampled",
+        # each judged context is one resampled unit of the intervals
+        **prf_intervals(np.array([y and p for y, p in zip(labels, predicted, strict=True)], dtype=np.float64),
+                        np.asarray(predicted, dtype=np.float64), np.asarray(labels, dtype=np.float64),
+                        seed=[int(record.latent)]),
     }

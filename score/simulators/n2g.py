@@ -2,9 +2,9 @@
 
 The explanation carries machine-readable patterns (`[{"ngram": [...], "act": float}, ...]`, written by
 explain/explainers/n2g.py); `explain.explainers.n2g.match_patterns(patterns, tokens)` gives the predicted
-activation of every token ([len(tokens)]). A token is predicted active when that value is > 0, the
-threshold Gao et al. use. An explanation without patterns (free text) cannot be simulated this way:
-its result is a `SimulationFailure`.
+activation of every token ([len(tokens)]), returned as a `WindowSimulation` with mode "patterns" (no
+p_active). A token is predicted active when that value is > 0, the threshold Gao et al. use. An
+explanation without patterns (free text) cannot be simulated this way: its result is a `SimulationFailure`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from explain.explainers.n2g import ALGORITHM_VERSION, match_patterns
 from explain.records import Example, Explanation
-from score.simulators.base import SimulationFailure, SimulationItem, SimulationResult
+from score.simulators.base import SimulationFailure, SimulationItem, SimulationResult, WindowSimulation
 
 
 @dataclass
@@ -31,7 +31,7 @@ class N2GSimulator:
         return {"simulator": self.name, "algorithm": ALGORITHM_VERSION, "threshold": self.threshold}
 
     def simulate_many(self, items: Sequence[SimulationItem]) -> list[SimulationResult]:
-        """Per item: predicted activations per example ([window] each), or why there are none."""
+        """Per item: one WindowSimulation per example (values [window]), or why there are none."""
         return [self._simulate(explanation, examples) for explanation, examples in items]
 
     @staticmethod
@@ -39,5 +39,5 @@ class N2GSimulator:
         if explanation.patterns is None:
             return SimulationFailure(
                 f"latent {explanation.latent}: explanation by {explanation.explainer} has no N2G patterns")
-        return [np.asarray(match_patterns(explanation.patterns, list(e.tokens)), dtype=np.float32)
-                for e in examples]
+        return [WindowSimulation(np.asarray(match_patterns(explanation.patterns, list(e.tokens)), dtype=np.float32),
+                                 mode="patterns") for e in examples]

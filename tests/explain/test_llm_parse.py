@@ -17,7 +17,7 @@ from explain.llm.render import render_text
 from explain.llm.settings import LLMSettings, PriceTable
 from explain.records import Example
 from score.prompts import parse_answers, parse_levels, parse_windows, simulate_messages
-from score.simulators.llm import expected_levels, window_expected_levels
+from score.simulators.llm import level_distribution, level_summary, window_simulations
 
 
 @pytest.mark.parametrize(
@@ -44,12 +44,14 @@ def test_reply_validators_read_only_the_expected_field() -> None:
     assert parse_explanation({"explanation": "  the  word\n cat ", "latent": 9, "x": "y"}) == "the word cat"
     with pytest.raises(LLMParseError):
         parse_explanation({"text": "cat"})
-    assert parse_levels({"activations": [0, 12, -1, 5.5]}, 4) == [0.0, 10.0, 0.0, 5.5]
-    assert parse_levels([1, 2], 2) == [1.0, 2.0]
+    assert parse_levels({"activations": [[0, 0], [1, 12], [2, -1], [3, 5.5]]}, 4) == [0.0, 10.0, 0.0, 5.5]
+    assert parse_levels([[1, 2], [0, 1]], 2) == [1.0, 2.0]  # keyed by position, in any order
     with pytest.raises(LLMParseError):
-        parse_levels({"activations": [0, 1]}, 3)
+        parse_levels({"activations": [[0, 0], [1, 1]]}, 3)
     with pytest.raises(LLMParseError):
-        parse_levels({"activations": [0, "high"]}, 2)
+        parse_levels({"activations": [[0, 0], [1, "high"]]}, 2)
+    with pytest.raises(LLMParseError, match="not a \\[position, level\\] pair"):
+        parse_levels({"activations": [0, 1]}, 2)  # the v2 flat list: no positions, no alignment check
     assert parse_answers({"answers": [1, 0, True, False]}, 4) == [True, False, True, False]
 
 
@@ -81,52 +83,120 @@ def test_activation_levels_scale_to_0_10_and_keep_weak_tokens_visible() -> None:
     assert activation_levels(examples) == [[0, 1, 10], [5, 0]]
 
 
-def test_expected_levels_from_top_logprobs() -> None:
-    text = '{"activations": [0, 10, 3]}'
-    pieces = ['{"activations": [', "0", ", ", "10", ", ", "3", "]}"]
-    tops = {"0": {"0": math.log(0.9), "1": math.log(0.1)}, "10": {"10": math.log(0.5), "8": math.log(0.5)},
-            "3": {"3": 0.0}}
-    logprobs = [{"token": p, "top": tops.get(p, {p: 0.0})} for p in pieces]
-    assert expected_levels(text, logprobs, [0.0, 10.0, 3.0]) == pytest.approx([0.1, 9.0, 3.0])
-    assert expected_levels(text, None, [0.0, 10.0, 3.0]) == [0.0, 10.0, 3.0]
-    # misaligned logprobs fall back to the written numbers
-    assert expected_levels(text, logprobs[:2], [0.0, 10.0, 3.0]) == pytest.approx([0.1, 10.0, 3.0])
+def _pieces_logprobs(pieces: list[str], tops: dict[str, dict[str, float]]) -> list[dict]:
+    """Generated tokens `pieces` with `tops[piece]` as alternatives (the piece itself, certain, otherwise)."""
+    return [{"token": p, "top": tops.get(p, {p: 0.0})} for p in pieces]
 
 
-def test_parse_windows_validates_each_window_by_its_index() -> None:
-    reply = {"windows": [{"window": 1, "activations": [0, 12]}, {"window": 0, "activations": [3, 0, -1]},
-                         {"window": 7, "activations": [1]}, "junk"], "latent": 999}
+def test_level_alternatives_that_strip_to_one_level_add_up() -> None:
+    # v2 let " 0" (.04) overwrite "0" (.90): E = 5 * .05 / (.04 + .05) = 2.78 instead of ~0.25
+    top = {"0": math.log(0.90), "5": math.log(0.05), " 0": math.log(0.04)}
+    assert level_distribution(top) == pytest.approx({0: 0.94 / 0.99, 5: 0.05 / 0.99})
+    expected, p_active = level_summary(top)
+    assert expected == pytest.approx(0.25, abs=0.01) and expected == pytest.approx(0.2525, abs=1e-4)
+    assert p_active == pytest.approx(0.0505, abs=1e-4)
+    five = {" 5": math.log(0.3), "5": math.log(0.3), "0": math.log(0.4)}  # " 5" and "5": one level, 0.6
+    assert level_summary(five) == pytest.approx((3.0, 0.6))
+    assert level_distribution({"]": 0.0, "x": -1.0}) is None
+
+
+def top_p(top: dict[str, float]) -> float:
+    """P(level >= 1) of alternatives that are all levels (so no renormalisation)."""
+    return sum(math.exp(lp) for t, lp in top.items() if t.strip() != "0")
+
+
+@pytest.mark.parametrize("top, expected, active", [
+    ({"0": math.log(0.45), "3": math.log(0.55)}, 1.65, True),  # P(level >= 1) = .55 wins
+    ({"0": math.log(0.60), "9": math.log(0.40)}, 3.6, False),  # E = 3.6 > 0.5, yet P(level >= 1) = .4
+])
+def test_logprob_windows_binarise_on_p_active_not_the_expected_value(top: dict, expected: float, active: bool) -> None:
+    text = '{"activations": [[0, 0], [1, 3]]}'
+    pieces = ['{"activations": [[', "0", ", ", "0", "], [", "1", ", ", "3", "]]}"]
+    assert "".join(pieces) == text
+    logprobs = _pieces_logprobs(pieces, {"0": {"0": 0.0, "1": math.log(1e-9)}})
+    logprobs[7]["top"] = top  # the level of position 1
+    (window,) = window_simulations(text, logprobs, parse_windows(parse_json_reply(text), [2]))
+    assert window.mode == "logprobs" and window.values.dtype == window.p_active.dtype == np.float32
+    assert window.values[1] == pytest.approx(expected) and window.p_active[1] == pytest.approx(top_p(top))
+    assert window.predicted_active(0.5).tolist() == [False, active]
+    assert window.values[1] > 0.5  # the v2 rule (expected value > 0.5) would say active both times
+
+
+def test_only_the_level_token_counts_never_the_position() -> None:
+    text = '{"activations": [[0, 0], [1, 10], [2, 3]]}'
+    pieces = ['{"activations": [[', "0", ", ", "0", "], [", "1", ", ", "10", "], [", "2", ", ", "3", "]]}"]
+    assert "".join(pieces) == text
+    levels = iter([{"0": math.log(0.9), "1": math.log(0.1)}, {"10": math.log(0.5), "8": math.log(0.5)}, {"3": 0.0}])
+    positions = {"0": math.log(0.2), "7": math.log(0.8)}  # nonsense on the positions: must be ignored
+    logprobs = [{"token": p, "top": (positions if i in (1, 5, 9) else next(levels)) if p.isdigit() else {p: 0.0}}
+                for i, p in enumerate(pieces)]
+    parsed = parse_windows(parse_json_reply(text), [3])
+    (window,) = window_simulations(text, logprobs, parsed)
+    assert window.values.tolist() == pytest.approx([0.1, 9.0, 3.0]) and window.p_active.tolist() == pytest.approx(
+        [0.1, 1.0, 1.0])
+    (written,) = window_simulations(text, None, parsed)
+    assert written.mode == "written" and written.p_active is None and written.values.tolist() == [0.0, 10.0, 3.0]
+    # logprobs that stop early: the levels they cover are used, the rest count as their written level
+    (short,) = window_simulations(text, logprobs[:5], parsed)
+    assert short.values.tolist() == pytest.approx([0.1, 10.0, 3.0]) and short.p_active.tolist() == [
+        pytest.approx(0.1), 1.0, 1.0]
+    # a level token that is not the number written (a tokenizer splitting "10" into "1" "0") is not read
+    split = _pieces_logprobs(['{"activations": [[', "0", ", ", "0", "], [", "1", ", ", "1", "0", "], [", "2", ", ",
+                              "3", "]]}"], {"1": {"1": math.log(0.5), "9": math.log(0.5)}})
+    (window,) = window_simulations(text, split, parsed)
+    assert window.values.tolist() == [0.0, 10.0, 3.0] and window.p_active.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_parse_windows_validates_each_window_by_its_index_and_positions() -> None:
+    reply = {"windows": [{"window": 1, "activations": [[1, 12], [0, 0]]},
+                         {"window": 0, "activations": [[0, 3], [1, 0], [2, -1]]},
+                         {"window": 7, "activations": [[0, 1]]}, "junk"], "latent": 999}
     parsed = parse_windows(reply, [3, 2, 2])
     assert parsed.levels == [[3.0, 0.0, 0.0], [0.0, 10.0], None] and parsed.failed == [2]
     assert parsed.errors[2] == "window 2: missing" and parsed.entries == [1, 0, None] and parsed.n_keyed == 3
-    bad = parse_windows({"windows": [{"window": 0, "activations": [1]}, {"window": 0, "activations": [2]},
-                                     {"window": 1, "activations": [0, 1]}, {"window": 2, "activations": ["hi"]}]},
-                        [1, 1, 1])
+    assert parsed.order == [[0, 1, 2], [1, 0], None]
+    bad = parse_windows({"windows": [{"window": 0, "activations": [[0, 1]]}, {"window": 0, "activations": [[0, 2]]},
+                                     {"window": 1, "activations": [[0, 0], [1, 1]]},
+                                     {"window": 2, "activations": [[0, "hi"]]}]}, [1, 1, 1])
     assert bad.failed == [0, 1, 2] and "more than once" in bad.errors[0] and "got 2 values" in bad.errors[1]
     assert "non-numeric" in bad.errors[2]
-    assert parse_windows([[1, 2], [3]], [2, 1]).levels == [[1.0, 2.0], [3.0]]  # bare lists: by position
-    assert parse_windows({"activations": [4]}, [1]).levels == [[4.0]]  # one-window shortcut
+    assert parse_windows([[[0, 1], [1, 2]], [[0, 3]]], [2, 1]).levels == [[1.0, 2.0], [3.0]]  # bare lists: by order
+    assert parse_windows({"activations": [[0, 4]]}, [1]).levels == [[4.0]]  # one-window shortcut
     with pytest.raises(LLMParseError):
-        parse_windows({"activations": [0]}, [1, 1])
+        parse_windows({"activations": [[0, 0]]}, [1, 1])
     with pytest.raises(LLMParseError, match="window 1"):
-        parse_windows({"windows": [{"window": 0, "activations": [0]}]}, [1, 1], strict=True)
+        parse_windows({"windows": [{"window": 0, "activations": [[0, 0]]}]}, [1, 1], strict=True)
 
 
-def test_window_expected_levels_align_logprobs_per_window() -> None:
-    text = '{"windows": [{"window": 1, "activations": [10, 0]}, {"window": 0, "activations": [0]}]}'
-    pieces = ['{"windows": [{"window": ', "1", ', "activations": [', "10", ", ", "0", ']}, {"window": ', "0",
-              ', "activations": [', "0", "]}]}"]
+def test_a_dropped_value_with_one_appended_at_the_end_is_detected() -> None:
+    true = [[0, 0], [1, 0], [2, 10], [3, 0]]
+    shifted = true[:1] + true[2:] + [[4, 0]]  # as many values as tokens: a length check would pass
+    parsed = parse_windows({"windows": [{"window": 0, "activations": true}, {"window": 1, "activations": shifted}]},
+                           [4, 4])
+    assert parsed.failed == [1] and len(shifted) == 4
+    assert parsed.errors[1] == "window 1: activations: positions missing [1]; positions out of range [4]"
+    repeated = parse_windows({"activations": [[0, 0], [1, 0], [1, 10], [3, 0]]}, [4])
+    assert repeated.errors[0] == "window 0: activations: positions missing [2]; positions repeated [1]"
+
+
+def test_window_simulations_align_logprobs_per_window() -> None:
+    text = ('{"windows": [{"window": 1, "activations": [[0, 10], [1, 0]]}, '
+            '{"window": 0, "activations": [[0, 0]]}]}')
+    pieces = ['{"windows": [{"window": ', "1", ', "activations": [[', "0", ", ", "10", "], [", "1", ", ", "0",
+              ']]}, {"window": ', "0", ', "activations": [[', "0", ", ", "0", "]]}]}"]
     assert "".join(pieces) == text
-    tops = iter([{"1": 0.0}, {"10": math.log(0.5), "8": math.log(0.5)}, {"0": math.log(0.9), "1": math.log(0.1)},
-                 {"0": 0.0}, {"0": math.log(0.8), "2": math.log(0.2)}])
-    logprobs = [{"token": p, "top": next(tops) if p.isdigit() else {p: 0.0}} for p in pieces]
+    levels = iter([{"10": math.log(0.5), "8": math.log(0.5)}, {"0": math.log(0.9), "1": math.log(0.1)},
+                   {"0": math.log(0.8), "2": math.log(0.2)}])
+    logprobs = [{"token": p, "top": next(levels) if i in (5, 9, 15) else {p: 0.0}} for i, p in enumerate(pieces)]
     parsed = parse_windows(parse_json_reply(text), [1, 2])
-    window0, window1 = window_expected_levels(text, logprobs, parsed)
-    assert window0 == pytest.approx([0.4]) and window1 == pytest.approx([9.0, 0.1])
-    assert window_expected_levels(text, None, parsed) == [[0.0], [10.0, 0.0]]
+    window0, window1 = window_simulations(text, logprobs, parsed)
+    assert window0.values.tolist() == pytest.approx([0.4]) and window1.values.tolist() == pytest.approx([9.0, 0.1])
+    assert window0.p_active.tolist() == pytest.approx([0.2]) and window1.p_active.tolist() == pytest.approx([1.0, 0.1])
+    assert [w.values.tolist() for w in window_simulations(text, None, parsed)] == [[0.0], [10.0, 0.0]]
     # prose quoting an extra "activations": [ list: alignment is ambiguous, the written numbers are kept
     noisy = 'Sure, "activations": [1] ' + text
-    assert window_expected_levels(noisy, [{"token": noisy, "top": {}}], parsed) == [[0.0], [10.0, 0.0]]
+    kept = window_simulations(noisy, [{"token": noisy, "top": {}}], parsed)
+    assert [(w.mode, w.values.tolist()) for w in kept] == [("written", [0.0]), ("written", [10.0, 0.0])]
 
 
 def test_request_hash_and_directory_cache_roundtrip(tmp_path) -> None:  # noqa: ANN001

@@ -59,7 +59,8 @@ def test_scores_recompute_from_simulations(finished_run):
     cfg, _ = finished_run
     store = Store(cfg.store)
     sims = store.read("simulations")
-    for row in store.read("scores").head(40).iter_rows(named=True):
+    sampled = store.read("scores").filter(pl.col("population") == "sampled")  # natural rows: see test_natural
+    for row in sampled.head(40).iter_rows(named=True):
         mine = sims.filter((pl.col("latent") == row["latent"]) & (pl.col("explainer") == row["explainer"])
                            & (pl.col("scorer") == row["scorer"]))
         y_true = np.concatenate(mine["true_acts"].to_list()) > 0
@@ -79,6 +80,18 @@ def test_explain_and_score_examples_share_no_context(finished_run):
     assert both.height > 0
     for e, s in zip(both["e"].to_list(), both["s"].to_list(), strict=True):
         assert not set(e) & set(s)
+
+
+def test_every_scored_latent_has_sampled_and_natural_rows_for_the_explainer_and_each_baseline(finished_run):
+    cfg, _ = finished_run
+    scores = Store(cfg.store).read("scores")
+    n2g = set(scores.filter(pl.col("explainer") == "n2g")["latent"])
+    for explainer in ("n2g", "n2g-random", "top-token", "always-on"):
+        for population in ("sampled", "natural"):
+            rows = scores.filter((pl.col("explainer") == explainer) & (pl.col("population") == population))
+            assert set(rows["latent"]) == n2g and rows.height == len(n2g), (explainer, population)
+    always = scores.filter(pl.col("explainer") == "always-on")
+    assert always["recall"].min() == 1.0  # predicts every token
 
 
 def test_real_explanations_beat_the_random_baseline(finished_run):
@@ -139,3 +152,32 @@ def test_streaming_run_on_a_second_corpus_in_the_same_store(tiny_run, tmp_path):
     assert set(mine["ctx_id"]) <= second_ids
     assert store.read("scores").filter((pl.col("sae_id") == result["sae_id"])
                                        & (pl.col("explainer") == "n2g")).height >= 15
+
+
+def test_natural_rows_equal_a_brute_force_count_over_the_stores_held_out_tokens(finished_run):
+    """Recomputed from the store alone: the corpus, the latent cache and the stored patterns."""
+    from explain.explainers.n2g import match_patterns
+    from explain.sampling.keys import split_of
+
+    cfg, summary = finished_run
+    store = Store(cfg.store)
+    contexts = store.read("contexts").filter(pl.col("dataset_id") == summary["data"]["dataset_id"]).sort("ctx_id")
+    ctx_ids, tokens = contexts["ctx_id"].to_numpy(), contexts["tokens"].to_list()
+    natural = store.read("scores").filter((pl.col("population") == "natural") & (pl.col("explainer") == "n2g"))
+    explanations = store.read("explanations").filter(pl.col("explainer") == "n2g")
+    acts = pl.read_parquet(store.table_dir("latent_acts") / summary["sae_id"])
+    examples = store.read("examples").filter(pl.col("split") == "explain")
+    for row in natural.sort("latent").head(6).iter_rows(named=True):
+        latent = row["latent"]
+        held = split_of(cfg.seed, np.full(len(ctx_ids), latent), ctx_ids, cfg.sampling.explain_fraction) == "score"
+        shown = set(examples.filter(pl.col("latent") == latent)["ctx_id"])
+        assert not shown & set(ctx_ids[held])  # the explainer never saw a held-out context
+        patterns = json.loads(explanations.filter(pl.col("latent") == latent)["patterns"][0])
+        pred = np.concatenate([match_patterns(patterns, tokens[r]) for r in np.nonzero(held)[0]]) > 0
+        truth = np.zeros((len(ctx_ids), len(tokens[0])), dtype=bool)
+        mine = acts.filter(pl.col("latent") == latent)
+        truth[np.searchsorted(ctx_ids, mine["ctx_id"].to_numpy()), mine["pos"].to_numpy()] = True
+        y = truth[held].ravel()
+        assert row["n_tokens"] == y.size and row["n_positive"] == int(y.sum())
+        assert row["precision"] == pytest.approx(precision_score(y, pred, zero_division=0))
+        assert row["recall"] == pytest.approx(recall_score(y, pred, zero_division=0))

@@ -66,9 +66,11 @@ def _fill(store: Store) -> None:
         for explainer in ("n2g", "n2g-random"):
             sims += [
                 {"sae_id": SAE, "latent": latent, "explainer": explainer, "scorer": "simulation", "ctx_id": 11,
-                 "true_acts": [2.0, 0.0, 0.0, 0.0], "sim_acts": [1.0, 0.0, 3.0, 0.0], "score_key": "score-1"},
+                 "true_acts": [2.0, 0.0, 0.0, 0.0], "sim_acts": [1.0, 0.0, 3.0, 0.0], "score_key": "score-1",
+                 "p_active": None},
                 {"sae_id": SAE, "latent": latent, "explainer": explainer, "scorer": "simulation", "ctx_id": 21,
-                 "true_acts": [0.0, 0.0, 0.0, 0.0], "sim_acts": [0.0, 0.0, 0.0, 0.0], "score_key": "score-1"},
+                 "true_acts": [0.0, 0.0, 0.0, 0.0], "sim_acts": [0.0, 0.0, 0.0, 0.0], "score_key": "score-1",
+                 "p_active": None},
             ]
     store.append("simulations", pl.DataFrame(sims))
 
@@ -86,7 +88,8 @@ def _score(latent: int, explainer: str, precision: float, recall: float) -> dict
     return {"sae_id": SAE, "latent": latent, "explainer": explainer, "scorer": "simulation",
             "precision": precision, "recall": recall, "f1": f1, "auroc": 0.75, "correlation": float("nan"),
             "threshold": 0.0, "n_tokens": 8, "n_positive": 1, "run_id": "run-1", "balanced_accuracy": float("nan"),
-            "score_key": "score-1"}
+            "score_key": "score-1", "population": "sampled", "mode": "patterns",
+            **{f"{m}_{side}": float("nan") for m in ("precision", "recall", "f1") for side in ("lo", "hi")}}
 
 
 @pytest.fixture(scope="module")

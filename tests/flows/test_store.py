@@ -68,13 +68,15 @@ def test_parts_with_a_column_added_later_read_as_one_table(tmp_path):
 
 def test_an_old_part_without_a_new_column_reads_with_nulls_beside_a_full_part(tmp_path):
     store = Store(tmp_path)
-    old = _frame("scores", 1).drop("score_key")  # latent 0, written before the newest column existed
+    newest = table_schema("scores").names[-1]
+    old = _frame("scores", 1).drop(newest)  # latent 0, written before the newest column existed
     (tmp_path / "scores").mkdir()
     old.write_parquet(tmp_path / "scores" / "a-old.parquet")
-    store.append("scores", _frame("scores", 1, latent=[1], score_key=["k"]), part="b-new")
+    full = _frame("scores", 1, latent=[1])
+    store.append("scores", full, part="b-new")
     frame = store.read("scores").sort("latent")
     assert frame.columns == table_schema("scores").names
-    assert frame["score_key"].to_list() == [None, "k"]
+    assert frame[newest].to_list() == [None, full[newest][0]]
 
 
 def test_empty_frames_write_nothing_and_unknown_tables_are_refused(tmp_path):

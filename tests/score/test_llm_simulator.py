@@ -1,6 +1,7 @@
 """The batched LLM simulator against the fake server: request counts from the plan, per-window faults
-re-asked alone (recovered or the latent failed, never misaligned), replies keyed by window index,
-logprob expected values mapped to the right window and position."""
+re-asked alone (recovered or the latent failed, never misaligned), replies keyed by window index and
+every level by its token position, logprob expected values and P(active) mapped to the right window and
+position, the score row's mode, and precision recomputed from the simulation rows."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from fixtures.llm import make_client, planted_records
-from fixtures.llm_server import LLMTestServer, data_block
+from fixtures.llm_server import FaultRule, LLMTestServer, data_block, window_fault
+from sklearn.metrics import precision_score, recall_score
 
 from explain.explainers.llm import LLMExplainer
 from explain.llm.client import LLMClient
@@ -87,7 +89,7 @@ def test_default_batches_mix_window_kinds(server: LLMTestServer) -> None:
     assert batches == LLMSimulator(None).batches(0, records[0].score)  # deterministic: reruns hit the cache
 
 
-@pytest.mark.parametrize("fault", ["wrong_length", "garbage_window", "missing_window"])
+@pytest.mark.parametrize("fault", ["wrong_length", "garbage_window", "missing_window", "shifted_window"])
 def test_bad_window_is_re_asked_alone_and_recovered_aligned(server: LLMTestServer, fault: str) -> None:
     client, records, explanations = _setup(server)
     batches = LLMSimulator(None).batches(1, records[1].score)  # either may get the fault: pick a position
@@ -134,6 +136,22 @@ def test_reply_is_matched_by_window_index_not_order(server: LLMTestServer) -> No
         assert _sims(outcome) == _expected_sims(record)
 
 
+def test_a_shifted_window_keeps_its_length_but_is_detected_and_re_asked(server: LLMTestServer) -> None:
+    window = {"window": 0, "activations": [[i, 10 if i == 3 else 0] for i in range(6)]}
+    (shifted,) = window_fault(FaultRule("shifted_window"), [dict(window)])
+    assert len(shifted["activations"]) == 6  # a v2-style length check would pass it, one value off from position 3
+    assert [p for p, _ in shifted["activations"]] == [0, 1, 2, 4, 5, 6]
+    client, records, explanations = _setup(server)
+    # two of the four 10-window batches (never a one-window re-ask: it has no window 9)
+    server.add_fault("shifted_window", task="simulate", times=2, contains='"window": 9', window=4)
+    outcomes = _simulate(client, records, explanations)
+    assert server.state.requests["simulate"] == 2 * 2 + 2  # planned batches + one re-ask per faulted batch
+    assert sum(len(w) == 1 for w in _windows_sent(server)) == 2
+    for outcome, record in zip(outcomes, records, strict=True):
+        assert outcome.status == "ok" and _sims(outcome) == _expected_sims(record)
+        assert outcome.score_row["precision"] == outcome.score_row["recall"] == 1.0
+
+
 def test_logprob_expected_values_land_on_the_right_window_and_token(server: LLMTestServer) -> None:
     server.state.logprobs = "full"  # the fake model: 0.9 on the written number, 0.1 on a neighbour
     client, records, explanations = _setup(server)
@@ -141,7 +159,34 @@ def test_logprob_expected_values_land_on_the_right_window_and_token(server: LLMT
     outcomes = _simulate(client, records, explanations)
     assert client.logprobs_supported is True and server.state.requests["simulate"] == 4
     for outcome, record in zip(outcomes, records, strict=True):
+        p_active = {row["ctx_id"]: row["p_active"] for row in outcome.simulation_rows}
         for ctx_id, expected in _expected_sims(record).items():
             want = [0.9 * 10 + 0.1 * 9 if v else 0.1 for v in expected]  # E[level] at 10 / at 0
             assert np.allclose(_sims(outcome)[ctx_id], want, atol=1e-5), ctx_id
+            # P(level >= 1): 0.9 + 0.1 at 10 (its neighbour 9 is active too), 0.1 at 0 (its neighbour is 1)
+            assert np.allclose(p_active[ctx_id], [1.0 if v else 0.1 for v in expected], atol=1e-6), ctx_id
         assert outcome.score_row["precision"] == outcome.score_row["recall"] == 1.0
+        assert outcome.score_row["mode"] == "logprobs"
+
+
+@pytest.mark.parametrize("logprobs, mode", [("full", "logprobs"), ("ignore", "written"), ("reject", "written")])
+def test_mode_says_what_binarised_and_precision_recomputes_from_the_rows(server: LLMTestServer, logprobs: str,
+                                                                        mode: str) -> None:
+    server.state.logprobs = logprobs
+    client, records, explanations = _setup(server)
+    wrong = [Explanation(r.latent, "llm", 'the word "alpha"') for r in records]  # fires on filler: imperfect
+    outcomes = _simulate(client, records + records, explanations + wrong)
+    assert all(o.status == "ok" for o in outcomes)
+    for outcome in outcomes:
+        row = outcome.score_row
+        assert row["mode"] == mode and row["threshold"] == 0.5
+        sims = outcome.simulation_rows
+        assert all((r["p_active"] is None) == (mode == "written") for r in sims)
+        # the documented rule: per window, p_active > 0.5 where it is not null, else sim_acts > threshold
+        y_true = np.concatenate([np.asarray(r["true_acts"], dtype=np.float32) for r in sims]) > 0
+        y_pred = np.concatenate([np.asarray(r["p_active"], dtype=np.float32) > 0.5 if r["p_active"] is not None
+                                 else np.asarray(r["sim_acts"], dtype=np.float32) > row["threshold"] for r in sims])
+        assert precision_score(y_true, y_pred, zero_division=0) == pytest.approx(row["precision"], abs=1e-12)
+        assert recall_score(y_true, y_pred, zero_division=0) == pytest.approx(row["recall"], abs=1e-12)
+    assert [o.score_row["precision"] for o in outcomes[:2]] == [1.0, 1.0]
+    assert all(o.score_row["precision"] == 0.0 for o in outcomes[2:])  # "alpha" never is the trigger

@@ -22,7 +22,7 @@ from score.judges.detection import DetectionScorer
 from score.judges.fuzzing import FuzzingScorer
 from score.prompts import SIMULATE_PROMPT_VERSION
 from score.simulation import SimulationScorer
-from score.simulators.base import SimulationFailure, Simulator
+from score.simulators.base import SimulationFailure, Simulator, WindowSimulation
 from score.simulators.llm import LLMSimulator
 from score.simulators.n2g import N2GSimulator
 
@@ -90,7 +90,9 @@ def test_simulators_predict_exactly_the_planted_word(client: LLMClient) -> None:
         (predicted,) = simulator.simulate_many([(_cat_explanation(simulator.name), CAT.score)])
         assert not isinstance(predicted, SimulationFailure), predicted
         for example, sim in zip(CAT.score, predicted, strict=True):
-            np.testing.assert_array_equal(sim > simulator.threshold, example.acts > 0)
+            assert isinstance(sim, WindowSimulation)
+            assert sim.mode == {"n2g": "patterns", "llm": "logprobs"}[simulator.name]
+            np.testing.assert_array_equal(sim.predicted_active(simulator.threshold), example.acts > 0)
 
 
 def test_scorers_score_the_planted_explanation_perfectly_in_order(client: LLMClient) -> None:
@@ -102,8 +104,16 @@ def test_scorers_score_the_planted_explanation_perfectly_in_order(client: LLMCli
         row = outcomes[0].score_row
         assert row["scorer"] == scorer.name and row["latent"] == 0 and row["explainer"] == explainer
         assert row["precision"] == row["recall"] == 1.0, (scorer.name, row)
+        assert row["mode"] == _expected_mode(scorer), (scorer.name, row)
         assert "sae_id" not in row and "run_id" not in row
         assert bool(outcomes[0].simulation_rows) == isinstance(scorer, SimulationScorer)
+
+
+def _expected_mode(scorer: Scorer) -> str:
+    """The `mode` of a scorer's row here: N2G matches patterns, the fake server gives logprobs, judges judge."""
+    if not isinstance(scorer, SimulationScorer):
+        return "judge"
+    return "patterns" if scorer.simulator.name == "n2g" else "logprobs"
 
 
 def _no_activations() -> LatentRecord:

@@ -15,13 +15,14 @@ from explain.records import Example, Explanation, LatentRecord
 from score.base import ScoreOutcome
 from score.baselines import random_baseline_explanations
 from score.simulation import SimulationScorer
-from score.simulators.base import SimulationFailure, SimulationItem, Simulator
+from score.simulators.base import SimulationFailure, SimulationItem, SimulationResult, Simulator, WindowSimulation
 from score.simulators.n2g import N2GSimulator
 
 SCORE_ROW_KEYS = ["latent", "explainer", "scorer", "precision", "recall", "f1", "auroc", "correlation", "threshold",
-                  "n_tokens", "n_positive", "balanced_accuracy"]
-"""The `scores` columns score/ fills, in table order (the flows add sae_id and run_id)."""
-SIMULATION_ROW_KEYS = ["latent", "explainer", "scorer", "ctx_id", "true_acts", "sim_acts"]
+                  "n_tokens", "n_positive", "balanced_accuracy", "mode", "population", "precision_lo",
+                  "precision_hi", "recall_lo", "recall_hi", "f1_lo", "f1_hi"]
+"""The `scores` columns score/ fills (the flows add sae_id, run_id and score_key)."""
+SIMULATION_ROW_KEYS = ["latent", "explainer", "scorer", "ctx_id", "true_acts", "sim_acts", "p_active"]
 """The `simulations` columns score/ fills, in table order (the flows add sae_id)."""
 
 VOCAB = [f"w{i}" for i in range(40)]
@@ -72,7 +73,7 @@ def _explanation(latent: int, explainer: str = "n2g") -> Explanation:
 
 
 class _FixedSimulator:
-    """A test simulator: `predict(tokens)` per window, same for every explanation."""
+    """A test simulator: `predict(tokens)` per window (values, or a WindowSimulation), same for every explanation."""
 
     name = "fixed"
     threshold = 0.0
@@ -83,8 +84,12 @@ class _FixedSimulator:
     def identity(self) -> dict:
         return {"simulator": self.name}
 
-    def simulate_many(self, items: Sequence[SimulationItem]) -> list[list[np.ndarray] | SimulationFailure]:
-        return [[np.asarray(self.predict(e.tokens)) for e in examples] for _, examples in items]
+    def simulate_many(self, items: Sequence[SimulationItem]) -> list[SimulationResult]:
+        return [[_as_window(self.predict(e.tokens)) for e in examples] for _, examples in items]
+
+
+def _as_window(predicted: np.ndarray | WindowSimulation) -> WindowSimulation:
+    return predicted if isinstance(predicted, WindowSimulation) else WindowSimulation(np.asarray(predicted))
 
 
 @pytest.fixture
@@ -104,7 +109,8 @@ def test_n2g_simulator_is_a_simulator(simulator: N2GSimulator) -> None:
     record = _record(2)
     expected = [match_patterns(PLANTED[2], e.tokens) for e in record.score]
     (got,) = simulator.simulate_many([(_explanation(2), record.score)])
-    assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
+    assert all(np.array_equal(a, b.values) for a, b in zip(expected, got, strict=True))
+    assert {(w.mode, w.p_active) for w in got} == {("patterns", None)}
 
 
 def test_any_simulator_is_scored() -> None:
@@ -145,13 +151,14 @@ def test_rows_have_the_store_columns(simulator: N2GSimulator) -> None:
     assert all(list(row) == SIMULATION_ROW_KEYS for row in scored.simulation_rows)
     assert [row["ctx_id"] for row in scored.simulation_rows] == [e.ctx_id for e in _record(1).score]
     assert "sae_id" not in scored.score_row and "run_id" not in scored.score_row  # the flows add them
-    assert scored.score_row["threshold"] == 0.0
+    assert scored.score_row["threshold"] == 0.0 and scored.score_row["mode"] == "patterns"
+    assert all(row["p_active"] is None for row in scored.simulation_rows)
 
 
 def _stored(rows: list[dict], tmp_path, name: str) -> pl.DataFrame:  # noqa: ANN001
     """Rows through a Parquet file, activations as float32 (the `simulations` table's dtype)."""
-    frame = pl.DataFrame(rows)
-    lists = [c for c in ("true_acts", "sim_acts") if c in frame.columns]
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    lists = [c for c in ("true_acts", "sim_acts", "p_active") if c in frame.columns]
     frame.with_columns(pl.col(c).cast(pl.List(pl.Float32())) for c in lists).write_parquet(tmp_path / name)
     return pl.read_parquet(tmp_path / name)
 
@@ -174,6 +181,42 @@ def test_scores_recomputed_from_simulations_with_sklearn(tmp_path, simulator: N2
         assert precision_score(y_true, y_pred, zero_division=0) == pytest.approx(row["precision"], abs=1e-12)
         assert recall_score(y_true, y_pred, zero_division=0) == pytest.approx(row["recall"], abs=1e-12)
         assert f1_score(y_true, y_pred, zero_division=0) == pytest.approx(row["f1"], abs=1e-12)
+
+
+def _mixed(latent: int):  # noqa: ANN202
+    """Predicts 3.0 everywhere (all active by sim_acts > 0); windows with an odd number of distinct tokens also
+    carry p_active: 0.9 on the planted trigger, 0.2 elsewhere (so there p_active decides, and gets it right)."""
+    def predict(tokens: list[str]) -> WindowSimulation:
+        values = np.full(len(tokens), 3.0, dtype=np.float32)
+        if len(set(tokens)) % 2 == 0:
+            return WindowSimulation(values)
+        p_active = np.where(fake_match_patterns(PLANTED[latent], tokens) > 0, 0.9, 0.2)
+        return WindowSimulation(values, p_active, "logprobs")
+    return predict
+
+
+def test_mixed_windows_binarise_each_by_what_it_has_and_recompute_from_the_rows(tmp_path) -> None:  # noqa: ANN001
+    scored = []
+    for latent in PLANTED:
+        simulator = _FixedSimulator(_mixed(latent))
+        scored.append(score_latent(_explanation(latent), _record(latent, seed=5), simulator))
+    sims = _stored([row for s in scored for row in s.simulation_rows], tmp_path, "simulations.parquet")
+    assert sims.schema["p_active"] == pl.List(pl.Float32())
+    for outcome in scored:
+        row = outcome.score_row
+        assert row["mode"] == "mixed"
+        mine = sims.filter(pl.col("latent") == row["latent"])
+        with_p = mine["p_active"].is_not_null()
+        assert 0 < with_p.sum() < mine.height  # both kinds of window
+        y_true = np.concatenate([np.asarray(a) for a in mine["true_acts"]]) > 0
+        y_pred = np.concatenate([np.asarray(p) > 0.5 if p is not None else np.asarray(v) > row["threshold"]
+                                 for p, v in zip(mine["p_active"], mine["sim_acts"], strict=True)])
+        assert precision_score(y_true, y_pred, zero_division=0) == pytest.approx(row["precision"], abs=1e-12)
+        assert recall_score(y_true, y_pred, zero_division=0) == pytest.approx(row["recall"], abs=1e-12)
+        assert f1_score(y_true, y_pred, zero_division=0) == pytest.approx(row["f1"], abs=1e-12)
+        assert row["recall"] == 1.0
+        by_values = np.concatenate([np.asarray(v) for v in mine["sim_acts"]]) > row["threshold"]
+        assert precision_score(y_true, by_values) < row["precision"]  # sim_acts alone would score it differently
 
 
 def test_failed_explanations_are_not_scored(simulator: N2GSimulator) -> None:

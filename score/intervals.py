@@ -1,0 +1,53 @@
+"""Bootstrap intervals: per-latent precision, recall and F1 over contexts, and run-level medians over latents.
+
+Per latent, tokens are not independent (a latent fires in bursts inside a context), so the resampling
+unit is the context (or the score window): the counts (true positives, predicted, truly active) are
+summed per unit and the units are resampled. We use the Poisson bootstrap (each unit's weight drawn
+from Poisson(1)), which matches the multinomial bootstrap closely for more than a few dozen units and
+has one property that makes it cheap here: a unit whose counts are all zero contributes nothing to any
+resampled sum, so only the units where the latent fires or is predicted to fire are ever touched,
+whatever the size of the corpus. Intervals are percentile intervals of the resampled statistic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+N_BOOT = 200
+"""Bootstrap replicates per latent (percentile 2.5/97.5 of 200 replicates: stable to about 0.01)."""
+LEVEL = 0.95
+
+
+def prf_intervals(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray, seed: int | list[int],
+                  n_boot: int = N_BOOT) -> dict[str, float]:
+    """95% intervals of precision, recall and F1 from per-unit counts ([units] each; zero units may be
+    left out). Returns precision_lo, precision_hi, recall_lo, ..., f1_hi; NaN when there are no units."""
+    keys = [f"{m}_{side}" for m in ("precision", "recall", "f1") for side in ("lo", "hi")]
+    if len(tp) == 0:
+        return dict.fromkeys(keys, math.nan)
+    weights = np.random.default_rng(seed).poisson(1.0, size=(n_boot, len(tp))).astype(np.float64)
+    s_tp, s_pred, s_true = weights @ tp, weights @ n_pred, weights @ n_true
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stats = {"precision": np.where(s_pred > 0, s_tp / s_pred, 0.0),
+                 "recall": np.where(s_true > 0, s_tp / s_true, 0.0),
+                 "f1": np.where(s_pred + s_true > 0, 2 * s_tp / (s_pred + s_true), 0.0)}
+    tail = 100 * (1 - LEVEL) / 2
+    out = {}
+    for metric, values in stats.items():
+        out[f"{metric}_lo"], out[f"{metric}_hi"] = (float(v) for v in np.percentile(values, [tail, 100 - tail]))
+    return out
+
+
+def median_interval(values: np.ndarray, seed: int, n_boot: int = 1000) -> tuple[float, float]:
+    """95% bootstrap interval (over latents) of the median of `values` ([latents]; NaN ignored)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    medians = np.median(values[rng.integers(0, len(values), size=(n_boot, len(values)))], axis=1)
+    tail = 100 * (1 - LEVEL) / 2
+    lo, hi = np.percentile(medians, [tail, 100 - tail])
+    return float(lo), float(hi)

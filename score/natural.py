@@ -1,0 +1,297 @@
+"""Natural-distribution scores of pattern explanations: every held-out token of the corpus, exactly.
+
+The sampled score set over-represents activating contexts (that is its job: cover every activation
+decile), so precision measured on it is inflated against what a reader means: "when the explanation
+says the latent fires, does it?" on ordinary text. For a pattern explanation (N2G patterns, the
+top-token and always-on baselines) no sampling is needed: the patterns are matched on every token of
+every held-out context and compared with the cached activations, so the natural population's
+precision, recall, F1, AUROC and correlation are exact.
+
+Held out means not in the latent's explain split: a context belongs to exactly one split per latent,
+fixed by a seeded hash before anything is drawn (explain/sampling/keys.py::split_of), and the explainer
+only ever sees examples from the explain side.
+
+Matching is vectorised: every n-gram of the corpus is packed into one int64 key (exact while
+n * bits(vocab) <= 62, hashed beyond), sorted once per n, and each pattern's key is looked up with a
+binary search, so the cost is O(corpus log corpus + matches) whatever the number of latents. The
+predicted activation of a token is the largest act of the patterns ending there (as
+explain/explainers/n2g.py::match_patterns, which the tests use as the brute-force oracle); a pattern
+with an empty n-gram matches every token (the always-on baseline).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from explain.records import Explanation, LatentRecord
+from explain.sampling.keys import mix64, split_of
+from score.base import ScoreOutcome
+from score.intervals import prf_intervals
+
+TruthFn = Callable[[list[int]], pl.DataFrame]
+"""latents -> their cached activations: rows (ctx_id i64, pos i32, latent i32, value f32), value > 0."""
+
+
+@dataclass
+class HeldOutCorpus:
+    """The corpus as a token-id matrix, and each latent's held-out (score-side) contexts."""
+
+    token_ids: np.ndarray
+    """[n_contexts, ctx_len] int64 token ids; every context has the same length."""
+    ctx_ids: np.ndarray
+    """[n_contexts] int64 context ids, ascending (row r of token_ids is context ctx_ids[r])."""
+    tokens_of: dict[str, list[int]]
+    """Token string -> the ids that render as it (patterns name tokens by their strings)."""
+    seed: int
+    explain_fraction: float
+    _sorted: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_contexts(cls, contexts: pl.DataFrame, seed: int, explain_fraction: float) -> HeldOutCorpus:
+        """From `contexts` rows (ctx_id, token_ids, tokens) of one dataset."""
+        contexts = contexts.sort("ctx_id")
+        token_ids = np.array(contexts["token_ids"].to_list(), dtype=np.int64)
+        pairs = contexts.select(pl.col("token_ids").explode().alias("id"), pl.col("tokens").explode().alias("tok"))
+        tokens_of: dict[str, list[int]] = {}
+        for token_id, token in pairs.unique().iter_rows():
+            tokens_of.setdefault(token, []).append(int(token_id))
+        return cls(token_ids, contexts["ctx_id"].to_numpy().astype(np.int64), tokens_of, seed, explain_fraction)
+
+    @property
+    def ctx_len(self) -> int:
+        return int(self.token_ids.shape[1])
+
+    def held_out(self, latent: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """bool [n]: whether context row rows[i] is held out (score side) for latent[i]."""
+        return split_of(self.seed, latent, self.ctx_ids[rows], self.explain_fraction) == "score"
+
+    def n_held_out(self, latents: np.ndarray) -> np.ndarray:
+        """[len(latents)] number of held-out contexts of each latent."""
+        rows = np.arange(len(self.ctx_ids))
+        return np.array([int(self.held_out(np.full(len(rows), lat), rows).sum()) for lat in latents], np.int64)
+
+    def _bits(self) -> int:
+        return max(int(self.token_ids.max(initial=0)) + 1, 2).bit_length()
+
+    def pack(self, grams: np.ndarray) -> np.ndarray:
+        """int64 keys [m] of n-grams [m, n] of token ids: exact packing when it fits, else a 64-bit hash."""
+        n, bits = grams.shape[1], self._bits()
+        key = np.zeros(len(grams), dtype=np.int64)
+        if n * bits <= 62:
+            for j in range(n):
+                key = (key << bits) | grams[:, j]
+            return key
+        h = np.zeros(len(grams), dtype=np.uint64)
+        for j in range(n):
+            h = mix64(h ^ grams[:, j].astype(np.uint64))
+        return (h >> np.uint64(1)).astype(np.int64)
+
+    def sorted_keys(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted keys, flat positions) of every n-gram ending at a token (n - 1 tokens before it in its
+        context); flat position = row * ctx_len + t. Cached per n."""
+        if n not in self._sorted:
+            T = self.ctx_len
+            windows = np.lib.stride_tricks.sliding_window_view(self.token_ids, n, axis=1)  # [rows, T-n+1, n]
+            keys = self.pack(windows.reshape(-1, n))
+            rows = np.repeat(np.arange(len(self.token_ids)), T - n + 1)
+            flat = rows * T + np.tile(np.arange(n - 1, T), len(self.token_ids))
+            order = np.argsort(keys, kind="stable")
+            self._sorted[n] = (keys[order], flat[order])
+        return self._sorted[n]
+
+
+def pattern_table(explanations: Sequence[Explanation], corpus: HeldOutCorpus) -> pl.DataFrame:
+    """One row per (latent, pattern, token-id spelling): latent, n, key, act. Patterns naming a token
+    the corpus never has cannot match and are left out; `ignore_case` patterns match every casing."""
+    lowered: dict[str, list[int]] = {}
+    for token, ids in corpus.tokens_of.items():
+        lowered.setdefault(token.lower(), []).extend(ids)
+    rows: list[tuple[int, int, int, float]] = []
+    for explanation in explanations:
+        for pattern in explanation.patterns or []:
+            fold = bool(pattern.get("ignore_case"))
+            options = [(lowered.get(t.lower(), []) if fold else corpus.tokens_of.get(t, [])) for t in pattern["ngram"]]
+            if not all(options):
+                continue
+            for spelling in _product(options):
+                key = int(corpus.pack(np.array([spelling], dtype=np.int64))[0]) if spelling else 0
+                rows.append((int(explanation.latent), len(spelling), key, float(pattern["act"])))
+    return pl.DataFrame(rows, schema={"latent": pl.Int64, "n": pl.Int64, "key": pl.Int64, "act": pl.Float64},
+                        orient="row")
+
+
+def _product(options: list[list[int]]) -> list[list[int]]:
+    out: list[list[int]] = [[]]
+    for ids in options:
+        out = [prefix + [i] for prefix in out for i in ids]
+    return out
+
+
+def predictions(patterns: pl.DataFrame, corpus: HeldOutCorpus) -> pl.DataFrame:
+    """Held-out tokens where a latent's non-empty patterns fire: latent, flat, p (the largest act).
+
+    Empty patterns (every token) are not expanded here, see `floors`."""
+    parts = []
+    for (n,), group in patterns.filter(pl.col("n") > 0).group_by("n"):
+        latent, key, act = (group[c].to_numpy() for c in ("latent", "key", "act"))
+        sorted_keys, flat = corpus.sorted_keys(int(n))
+        left, right = np.searchsorted(sorted_keys, key, "left"), np.searchsorted(sorted_keys, key, "right")
+        counts = right - left
+        which = np.repeat(np.arange(len(key)), counts)
+        offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(left, counts)
+        parts.append(pl.DataFrame({"latent": latent[which], "flat": flat[offset], "p": act[which]}))
+    if not parts:
+        return pl.DataFrame(schema={"latent": pl.Int64, "flat": pl.Int64, "p": pl.Float64})
+    matched = pl.concat(parts).group_by("latent", "flat").agg(pl.col("p").max())
+    return _held_out_rows(matched, corpus)
+
+
+def floors(patterns: pl.DataFrame) -> dict[int, float]:
+    """Per latent, the act its empty patterns predict on every token (absent when it has none)."""
+    empty = patterns.filter(pl.col("n") == 0).group_by("latent").agg(pl.col("act").max())
+    return dict(zip(empty["latent"].to_list(), empty["act"].to_list(), strict=True))
+
+
+def truth_rows(acts: pl.DataFrame, corpus: HeldOutCorpus) -> pl.DataFrame:
+    """Held-out active tokens: latent, flat, t (the activation), from cache rows (ctx_id, pos, latent, value)."""
+    rows = np.searchsorted(corpus.ctx_ids, acts["ctx_id"].to_numpy())
+    flat = rows * corpus.ctx_len + acts["pos"].to_numpy()
+    frame = pl.DataFrame({"latent": acts["latent"].cast(pl.Int64), "flat": flat, "t": acts["value"].cast(pl.Float64)})
+    return _held_out_rows(frame.filter(pl.col("t") > 0), corpus)
+
+
+def _held_out_rows(frame: pl.DataFrame, corpus: HeldOutCorpus) -> pl.DataFrame:
+    rows = frame["flat"].to_numpy() // corpus.ctx_len
+    return frame.filter(pl.Series(corpus.held_out(frame["latent"].to_numpy(), rows)))
+
+
+def natural_scores(pred: pl.DataFrame, truth: pl.DataFrame, n_tokens: Mapping[int, int],
+                   floor: Mapping[int, float] | None = None, ctx_len: int = 1, seed: int = 0) -> dict[int, dict]:
+    """Exact metrics per latent over its `n_tokens[latent]` held-out tokens: precision, recall, f1 (of
+    p > 0 vs t > 0), auroc, correlation, and bootstrap intervals of the first three over contexts
+    (`ctx_len` tokens each; seeded per latent). Tokens in neither frame are truly 0 and predicted
+    `floor[latent]` (0 unless the latent has an empty, match-everything pattern)."""
+    floor = dict(floor or {})
+    floor_frame = pl.DataFrame({"latent": list(n_tokens), "floor": [float(floor.get(k, 0.0)) for k in n_tokens]},
+                               schema={"latent": pl.Int64, "floor": pl.Float64})
+    both = (pred.join(truth, on=["latent", "flat"], how="full", coalesce=True)
+            .join(floor_frame, on="latent", how="left")
+            .with_columns(pl.max_horizontal(pl.col("p").fill_null(0.0), pl.col("floor")).alias("p"),
+                          pl.col("t").fill_null(0.0)))
+    sums = both.group_by("latent").agg(
+        rows=pl.len(), tp=((pl.col("p") > 0) & (pl.col("t") > 0)).sum(), n_pred=(pl.col("p") > 0).sum(),
+        n_true=(pl.col("t") > 0).sum(), sp=pl.col("p").sum(), spp=(pl.col("p") ** 2).sum(), st=pl.col("t").sum(),
+        stt=(pl.col("t") ** 2).sum(), spt=(pl.col("p") * pl.col("t")).sum())
+    levels = both.group_by("latent", "p").agg(pos=(pl.col("t") > 0).sum(), neg=(pl.col("t") <= 0).sum())
+    by_latent = {lat: group.sort("p") for (lat,), group in levels.group_by("latent")}
+    units = both.group_by("latent", pl.col("flat") // ctx_len).agg(
+        tp=((pl.col("p") > 0) & (pl.col("t") > 0)).sum(), n_pred=(pl.col("p") > 0).sum(),
+        n_true=(pl.col("t") > 0).sum())
+    units_of = {lat: group for (lat,), group in units.group_by("latent")}
+    out: dict[int, dict] = {}
+    for row in sums.iter_rows(named=True):
+        latent = int(row["latent"])
+        n, base = int(n_tokens[latent]), float(floor.get(latent, 0.0))
+        unseen = n - int(row["rows"])  # predicted `base`, truly 0
+        tp, n_true = int(row["tp"]), int(row["n_true"])
+        n_pred = int(row["n_pred"]) + (unseen if base > 0 else 0)
+        out[latent] = {
+            "precision": tp / n_pred if n_pred else 0.0, "recall": tp / n_true if n_true else 0.0,
+            "f1": 2 * tp / (n_pred + n_true) if n_pred + n_true else 0.0,
+            "auroc": _auroc(by_latent[latent], unseen, base, n, n_true),
+            "correlation": _pearson(n, row["sp"] + unseen * base, row["spp"] + unseen * base * base, row["st"],
+                                    row["stt"], row["spt"]),
+            "n_tokens": n, "n_positive": n_true,
+            **_intervals(units_of[latent], n // ctx_len, ctx_len, base > 0, [seed, latent]),
+        }
+    return out
+
+
+def _intervals(units: pl.DataFrame, n_contexts: int, ctx_len: int, always: bool, seed: list[int]) -> dict:
+    """Bootstrap intervals over the latent's held-out contexts. Contexts absent from `units` hold no
+    active or predicted token, unless the latent predicts every token (`always`): then each context
+    predicts all ctx_len tokens and they are units too."""
+    tp, n_true = units["tp"].to_numpy(), units["n_true"].to_numpy()
+    n_pred = units["n_pred"].to_numpy()
+    if always:
+        missing = max(n_contexts - len(tp), 0)
+        n_pred = np.full(len(tp) + missing, ctx_len)
+        tp, n_true = np.concatenate([n_true, np.zeros(missing)]), np.concatenate([n_true, np.zeros(missing)])
+    return prf_intervals(tp.astype(np.float64), n_pred.astype(np.float64), n_true.astype(np.float64), seed)
+
+
+def _auroc(levels: pl.DataFrame, unseen: int, base: float, n: int, n_true: int) -> float:
+    """Mann-Whitney AUROC from counts of positives and negatives per predicted value (ties count 1/2);
+    the `unseen` tokens are negatives predicted `base`."""
+    n_neg = n - n_true
+    if n_true == 0 or n_neg == 0:
+        return math.nan
+    frame = pl.concat([levels.select("p", pl.col("pos").cast(pl.Int64), pl.col("neg").cast(pl.Int64)),
+                       pl.DataFrame({"p": [base], "pos": [0], "neg": [unseen]},
+                                    schema={"p": pl.Float64, "pos": pl.Int64, "neg": pl.Int64})])
+    frame = frame.group_by("p").agg(pl.col("pos").sum(), pl.col("neg").sum()).sort("p")
+    pos, neg = frame["pos"].to_numpy().astype(np.float64), frame["neg"].to_numpy().astype(np.float64)
+    below = np.cumsum(neg) - neg
+    return float((pos * (below + 0.5 * neg)).sum() / (n_true * n_neg))
+
+
+def _pearson(n: int, sp: float, spp: float, st: float, stt: float, spt: float) -> float:
+    var_p, var_t = n * spp - sp * sp, n * stt - st * st
+    if var_p <= 0 or var_t <= 0:
+        return math.nan
+    return float((n * spt - sp * st) / math.sqrt(var_p * var_t))
+
+
+class NaturalPatternScorer:
+    """Scorer protocol (score/base.py): pattern explanations scored on every held-out token, exactly.
+
+    `truth(latents)` gives the cached activations of those latents (the flows read `latent_acts`).
+    Explanations without patterns (free text) are "skipped": they need a simulator and the sampled set.
+    """
+
+    name = "simulation"
+    population = "natural"
+
+    def __init__(self, corpus: HeldOutCorpus, truth: TruthFn) -> None:
+        self.corpus, self.truth = corpus, truth
+
+    def identity(self) -> dict:
+        return {"scorer": self.name, "population": self.population, "matcher": "n-gram patterns, exact",
+                "threshold": 0.0}
+
+    def score_many(self, explanations: Sequence[Explanation],
+                   records: Mapping[int, LatentRecord]) -> list[ScoreOutcome]:
+        """One outcome per explanation, in order (records are not needed: the population is the corpus)."""
+        scorable = [e for e in explanations if e.ok and e.patterns is not None]
+        latents = sorted({int(e.latent) for e in scorable})
+        metrics: dict[int, dict] = {}
+        if latents:
+            patterns = pattern_table(scorable, self.corpus)
+            pred = predictions(patterns, self.corpus)
+            truth = truth_rows(self.truth(latents), self.corpus)
+            held = self.corpus.n_held_out(np.array(latents)) * self.corpus.ctx_len
+            n_tokens = dict(zip(latents, held.tolist(), strict=True))
+            metrics = natural_scores(pred, truth, n_tokens, floors(patterns), self.corpus.ctx_len,
+                                     self.corpus.seed)
+            for latent in latents:  # a latent with no match and no activation on held-out text
+                metrics.setdefault(latent, {"precision": 0.0, "recall": 0.0, "f1": 0.0, "auroc": math.nan,
+                                            "correlation": math.nan, "n_tokens": n_tokens[latent], "n_positive": 0,
+                                            **prf_intervals(np.zeros(0), np.zeros(0), np.zeros(0), 0)})
+        return [self._outcome(e, metrics) for e in explanations]
+
+    def _outcome(self, explanation: Explanation, metrics: dict[int, dict]) -> ScoreOutcome:
+        outcome = ScoreOutcome(int(explanation.latent), explanation.explainer, self.name, "skipped")
+        if not explanation.ok or explanation.patterns is None:
+            outcome.error = (f"explanation {explanation.status}" if not explanation.ok
+                             else "free-text explanation: no patterns to match on the corpus")
+            return outcome
+        outcome.status = "ok"
+        outcome.score_row = {"latent": outcome.latent, "explainer": outcome.explainer, "scorer": self.name,
+                             **metrics[outcome.latent], "threshold": 0.0, "balanced_accuracy": math.nan,
+                             "population": self.population, "mode": "patterns"}
+        return outcome
