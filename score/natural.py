@@ -231,11 +231,11 @@ def _auroc(levels: pl.DataFrame, unseen: int, base: float, n: int, n_true: int) 
     n_neg = n - n_true
     if n_true == 0 or n_neg == 0:
         return math.nan
-    frame = pl.concat([levels.select("p", pl.col("pos").cast(pl.Int64), pl.col("neg").cast(pl.Int64)),
-                       pl.DataFrame({"p": [base], "pos": [0], "neg": [unseen]},
-                                    schema={"p": pl.Float64, "pos": pl.Int64, "neg": pl.Int64})])
-    frame = frame.group_by("p").agg(pl.col("pos").sum(), pl.col("neg").sum()).sort("p")
-    pos, neg = frame["pos"].to_numpy().astype(np.float64), frame["neg"].to_numpy().astype(np.float64)
+    p = np.append(levels["p"].to_numpy(), base)
+    pos = np.append(levels["pos"].to_numpy(), 0).astype(np.float64)
+    neg = np.append(levels["neg"].to_numpy(), unseen).astype(np.float64)
+    values, group = np.unique(p, return_inverse=True)  # ascending predicted values
+    pos, neg = np.bincount(group, pos, len(values)), np.bincount(group, neg, len(values))
     below = np.cumsum(neg) - neg
     return float((pos * (below + 0.5 * neg)).sum() / (n_true * n_neg))
 

@@ -80,5 +80,6 @@ def test_run_with_an_existing_sae(tiny_run, tmp_path):
     scores = Store(store).read("scores")
     loaded = [s for s in scores["sae_id"].unique() if s != summary["sae_id"]]
     assert len(loaded) == 1 and loaded[0].startswith("loaded-bert-L2-")  # named by content, not by its path
-    ours = scores.filter((pl.col("sae_id") == loaded[0]) & (pl.col("explainer") == "n2g"))
+    ours = scores.filter((pl.col("sae_id") == loaded[0]) & (pl.col("explainer") == "n2g")
+                         & (pl.col("population") == "natural"))
     assert ours.height == 10

@@ -43,7 +43,7 @@ def test_crash_in_scoring_then_rerun_scores_every_latent_once(tiny_run, tmp_path
     monkeypatch.setattr(score_stages, "_score_chunk", real_score_chunk)
     pipeline(cfg)
     scores = store.read("scores")
-    assert scores.group_by("latent", "explainer", "scorer").len()["len"].max() == 1
+    assert scores.group_by("latent", "explainer", "scorer", "population").len()["len"].max() == 1
     assert scores.select("latent", "explainer").unique().sort(["explainer", "latent"]).equals(
         expected.sort(["explainer", "latent"]))
     sims = store.read("simulations")
