@@ -207,12 +207,12 @@ def natural_scores(pred: pl.DataFrame, truth: pl.DataFrame, n_tokens: Mapping[in
             "correlation": _pearson(n, row["sp"] + unseen * base, row["spp"] + unseen * base * base, row["st"],
                                     row["stt"], row["spt"]),
             "n_tokens": n, "n_positive": n_true,
-            **_intervals(units_of[latent], n // ctx_len, ctx_len, base > 0, [seed, latent]),
+            **_intervals(units_of[latent], n // ctx_len, ctx_len, base > 0, seed),
         }
     return out
 
 
-def _intervals(units: pl.DataFrame, n_contexts: int, ctx_len: int, always: bool, seed: list[int]) -> dict:
+def _intervals(units: pl.DataFrame, n_contexts: int, ctx_len: int, always: bool, seed: int) -> dict:
     """Bootstrap intervals over the latent's held-out contexts. Contexts absent from `units` hold no
     active or predicted token, unless the latent predicts every token (`always`): then each context
     predicts all ctx_len tokens and they are units too."""
@@ -278,10 +278,10 @@ class NaturalPatternScorer:
             n_tokens = dict(zip(latents, held.tolist(), strict=True))
             metrics = natural_scores(pred, truth, n_tokens, floors(patterns), self.corpus.ctx_len,
                                      self.corpus.seed)
-            for latent in latents:  # a latent with no match and no activation on held-out text
-                metrics.setdefault(latent, {"precision": 0.0, "recall": 0.0, "f1": 0.0, "auroc": math.nan,
-                                            "correlation": math.nan, "n_tokens": n_tokens[latent], "n_positive": 0,
-                                            **prf_intervals(np.zeros(0), np.zeros(0), np.zeros(0), 0)})
+            empty = prf_intervals(np.zeros(0), np.zeros(0), np.zeros(0), 0)
+            for latent in set(latents) - set(metrics):  # no match and no activation on held-out text
+                metrics[latent] = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "auroc": math.nan,
+                                   "correlation": math.nan, "n_tokens": n_tokens[latent], "n_positive": 0, **empty}
         return [self._outcome(e, metrics) for e in explanations]
 
     def _outcome(self, explanation: Explanation, metrics: dict[int, dict]) -> ScoreOutcome:

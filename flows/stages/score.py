@@ -158,7 +158,8 @@ def _score_pending(cfg: RunConfig, store: Store, data: DataRef, sid: str, explai
     ok = latest_explanations(store, sid, explainer, ek).filter(pl.col("status") == "ok")
     todo = ok.filter(~pl.col("latent").is_in(sorted(scored_latents(store, sid, explainer, scorer.name, key))))
     written = 0
-    with tqdm(total=todo.height, desc=f"{scorer.name} ({explainer})", unit="latent") as bar:
+    population = getattr(scorer, "population", "sampled")
+    with tqdm(total=todo.height, desc=f"{scorer.name} {population} ({explainer})", unit="latent") as bar:
         for start in range(0, todo.height, CHUNK_LATENTS):
             chunk = todo.slice(start, CHUNK_LATENTS)
             latents = chunk["latent"].to_list()

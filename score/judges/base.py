@@ -162,5 +162,5 @@ def binary_score_row(explanation: Explanation, record: LatentRecord, scorer: str
         # each judged context is one resampled unit of the intervals
         **prf_intervals(np.array([y and p for y, p in zip(labels, predicted, strict=True)], dtype=np.float64),
                         np.asarray(predicted, dtype=np.float64), np.asarray(labels, dtype=np.float64),
-                        seed=[int(record.latent)]),
+                        seed=0),
     }
