@@ -60,7 +60,7 @@ def _weights(seed: int, n_boot: int, n_units: int) -> np.ndarray:
 def median_interval(values: np.ndarray, seed: int, n_boot: int = 1000) -> tuple[float, float]:
     """95% bootstrap interval (over latents) of the median of `values` ([latents]; NaN ignored)."""
     values = np.asarray(values, dtype=np.float64)
-    values = values[~np.isnan(values)]
+    values = np.sort(values[~np.isnan(values)])  # the interval must not depend on the order rows came in
     if len(values) == 0:
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
