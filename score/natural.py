@@ -183,16 +183,15 @@ def natural_scores(pred: pl.DataFrame, truth: pl.DataFrame, n_tokens: Mapping[in
             .join(floor_frame, on="latent", how="left")
             .with_columns(pl.max_horizontal(pl.col("p").fill_null(0.0), pl.col("floor")).alias("p"),
                           pl.col("t").fill_null(0.0)))
-    sums = both.group_by("latent").agg(
-        rows=pl.len(), tp=((pl.col("p") > 0) & (pl.col("t") > 0)).sum(), n_pred=(pl.col("p") > 0).sum(),
-        n_true=(pl.col("t") > 0).sum(), sp=pl.col("p").sum(), spp=(pl.col("p") ** 2).sum(), st=pl.col("t").sum(),
-        stt=(pl.col("t") ** 2).sum(), spt=(pl.col("p") * pl.col("t")).sum())
+    both = both.sort("latent", "flat")
+    sums = _group_sums(both)
     levels = both.group_by("latent", "p").agg(pos=(pl.col("t") > 0).sum(), neg=(pl.col("t") <= 0).sum())
     by_latent = {lat: group.sort("p") for (lat,), group in levels.group_by("latent")}
     units = both.group_by("latent", pl.col("flat") // ctx_len).agg(
         tp=((pl.col("p") > 0) & (pl.col("t") > 0)).sum(), n_pred=(pl.col("p") > 0).sum(),
         n_true=(pl.col("t") > 0).sum())
-    units_of = {lat: group for (lat,), group in units.group_by("latent")}
+    # contexts in a fixed order: each takes its row of the shared bootstrap weight pool
+    units_of = {key[0]: group.sort("flat") for key, group in units.partition_by("latent", as_dict=True).items()}
     out: dict[int, dict] = {}
     for row in sums.iter_rows(named=True):
         latent = int(row["latent"])
@@ -223,6 +222,22 @@ def _intervals(units: pl.DataFrame, n_contexts: int, ctx_len: int, always: bool,
         n_pred = np.full(len(tp) + missing, ctx_len)
         tp, n_true = np.concatenate([n_true, np.zeros(missing)]), np.concatenate([n_true, np.zeros(missing)])
     return prf_intervals(tp.astype(np.float64), n_pred.astype(np.float64), n_true.astype(np.float64), seed)
+
+
+def _group_sums(both: pl.DataFrame) -> pl.DataFrame:
+    """Per latent: rows, tp, n_pred, n_true and the float sums of Pearson's r, over rows sorted by
+    (latent, flat). Summed in numpy in that fixed order: polars' parallel group sums add floats in an
+    order that varies from run to run, and identical inputs must give bit-identical scores."""
+    latent = both["latent"].to_numpy()
+    p, t = both["p"].to_numpy(), both["t"].to_numpy()
+    if len(latent) == 0:
+        return pl.DataFrame(schema={k: pl.Float64 for k in ("latent", "rows", "tp", "n_pred", "n_true", "sp", "spp",
+                                                            "st", "stt", "spt")})
+    ids, starts = np.unique(latent, return_index=True)
+    columns = {"tp": (p > 0) & (t > 0), "n_pred": p > 0, "n_true": t > 0, "sp": p, "spp": p * p, "st": t,
+               "stt": t * t, "spt": p * t}
+    sums = {name: np.add.reduceat(values.astype(np.float64), starts) for name, values in columns.items()}
+    return pl.DataFrame({"latent": ids, "rows": np.diff(np.append(starts, len(latent))), **sums})
 
 
 def _auroc(levels: pl.DataFrame, unseen: int, base: float, n: int, n_true: int) -> float:
