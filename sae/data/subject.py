@@ -12,8 +12,7 @@ Definition of "layer L" (0-based, used everywhere in latent-atlas):
 The forward pass is stopped right after block L (a forward hook raises `_StopForward`), so later blocks
 never run. The source adds the model's special tokens itself ([CLS] ... [SEP] for BERT-like encoders,
 BOS for causal LMs whose tokenizer has one) and removes them from its output, so activations align 1:1
-with the content token ids that `sae.data.corpus.tokenize_contexts` produced; padding is masked out
-(attention mask) and zeroed in the output.
+with the content token ids that `sae.data.corpus.tokenize_contexts` produced; padding is masked and zeroed.
 """
 
 from __future__ import annotations
