@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+INTERVAL_COLUMNS = tuple(f"{m}_{side}" for m in ("precision", "recall", "f1") for side in ("lo", "hi"))
+"""The interval columns of a `scores` row: precision_lo, precision_hi, recall_lo, ..., f1_hi."""
 N_BOOT = 200
 """Bootstrap replicates per latent (percentile 2.5/97.5 of 200 replicates: stable to about 0.01)."""
 LEVEL = 0.95
@@ -24,9 +26,8 @@ def prf_intervals(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray, seed: 
                   n_boot: int = N_BOOT) -> dict[str, float]:
     """95% intervals of precision, recall and F1 from per-unit counts ([units] each; zero units may be
     left out). Returns precision_lo, precision_hi, recall_lo, ..., f1_hi; NaN when there are no units."""
-    keys = [f"{m}_{side}" for m in ("precision", "recall", "f1") for side in ("lo", "hi")]
     if len(tp) == 0:
-        return dict.fromkeys(keys, math.nan)
+        return dict.fromkeys(INTERVAL_COLUMNS, math.nan)
     weights = _weights(seed, n_boot, len(tp))
     s_tp, s_pred, s_true = weights @ tp, weights @ n_pred, weights @ n_true
     with np.errstate(invalid="ignore", divide="ignore"):

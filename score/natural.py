@@ -21,6 +21,7 @@ with an empty n-gram matches every token (the always-on baseline).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,18 +119,11 @@ def pattern_table(explanations: Sequence[Explanation], corpus: HeldOutCorpus) ->
             options = [(lowered.get(t.lower(), []) if fold else corpus.tokens_of.get(t, [])) for t in pattern["ngram"]]
             if not all(options):
                 continue
-            for spelling in _product(options):
+            for spelling in itertools.product(*options):
                 key = int(corpus.pack(np.array([spelling], dtype=np.int64))[0]) if spelling else 0
                 rows.append((int(explanation.latent), len(spelling), key, float(pattern["act"])))
     return pl.DataFrame(rows, schema={"latent": pl.Int64, "n": pl.Int64, "key": pl.Int64, "act": pl.Float64},
                         orient="row")
-
-
-def _product(options: list[list[int]]) -> list[list[int]]:
-    out: list[list[int]] = [[]]
-    for ids in options:
-        out = [prefix + [i] for prefix in out for i in ids]
-    return out
 
 
 def predictions(patterns: pl.DataFrame, corpus: HeldOutCorpus) -> pl.DataFrame:

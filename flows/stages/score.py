@@ -36,6 +36,7 @@ from score.baselines import (
     random_baseline_explanations,
     top_token_explanations,
 )
+from score.intervals import INTERVAL_COLUMNS
 from score.judges.detection import DetectionScorer
 from score.judges.fuzzing import FuzzingScorer
 from score.natural import HeldOutCorpus, NaturalPatternScorer
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NO_INTERVALS = {f"{m}_{side}": math.nan for m in ("precision", "recall", "f1") for side in ("lo", "hi")}
+NO_INTERVALS = dict.fromkeys(INTERVAL_COLUMNS, math.nan)
 """Interval columns of a scorer that computes none (the LLM judges)."""
 
 

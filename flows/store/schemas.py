@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from score.intervals import INTERVAL_COLUMNS
+
 __all__ = [
     "SCHEMAS",
     "Column",
@@ -194,9 +196,8 @@ _TABLES = [
         ("score_key", pl.String(), "hash of the explanation scored (explain_key) and of the scorer's identity"),
         ("population", pl.String(), '"sampled" (the score set) or "natural" (every held-out token of the '
                                     'corpus; pattern explanations, exact)'),
-        *[(f"{m}_{side}", pl.Float64(), f"{'lower' if side == 'lo' else 'upper'} end of the 95% bootstrap interval "
-           f"of {m} (contexts resampled); NaN where not computed") for m in ("precision", "recall", "f1")
-          for side in ("lo", "hi")],
+        *[(name, pl.Float64(), f"{'lower' if name.endswith('_lo') else 'upper'} end of the 95% bootstrap interval "
+           f"of {name[:-3]} (contexts resampled); NaN where not computed") for name in INTERVAL_COLUMNS],
         ("mode", pl.String(), 'what produced the prediction: "logprobs" (every window has p_active), "written" '
                               '(none has: the LLM\'s written levels), "mixed" (some have), "patterns" (N2G) or '
                               '"judge" (detection, fuzzing)'),
