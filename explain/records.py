@@ -34,6 +34,9 @@ class Example:
     quantile: int = -1
     """Activation-quantile bin (0 = weakest decile .. 9 = top) for activating examples, -1 otherwise."""
     token_ids: list[int] = field(default_factory=list)
+    weight: float | None = None
+    """Score examples: natural (score-side) tokens each of the window's tokens stands for
+    (explain/sampling/weights.py); None for explain examples and where no weight is known."""
 
     @property
     def is_activating(self) -> bool:
@@ -73,7 +76,9 @@ class Explanation:
     model: str = ""
     prompt_version: str = ""
     patterns: list[dict] | None = None
-    """Machine-readable form (N2G: [{"ngram": [...], "act": float}, ...]); None for free text."""
+    """Machine-readable form (N2G: [{"ngram": [...], "act": float, "precision": float, "count": int,
+    "at": int (optional)}, ...]: None in an n-gram is any token, `at` the predicted token's index, default
+    the last); None for free text."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -90,7 +95,8 @@ def build_latent_records(examples: pl.DataFrame, contexts: pl.DataFrame,
                          stats: pl.DataFrame) -> list[LatentRecord]:
     """Examples table rows (explain/sampling/examples.py) -> one LatentRecord per latent, sorted by latent.
 
-    examples: sae_id, latent, split, kind, quantile, ctx_id, start, acts (list[f32], [window]).
+    examples: sae_id, latent, split, kind, quantile, ctx_id, start, acts (list[f32], [window]) and
+    optionally weight (f64; null or absent: no weight, e.g. examples sampled before weights existed).
     contexts: ctx_id, token_ids (list[int]), tokens (list[str]); tokens of an example are
     contexts.tokens[start : start + len(acts)]. stats: latent_stats rows (max_act, frequency).
     Token strings are shared between examples (one str object per distinct token).
@@ -107,6 +113,8 @@ def build_latent_records(examples: pl.DataFrame, contexts: pl.DataFrame,
         .collect(engine="streaming")
         .sort("_row")
     )
+    if "weight" not in windows.columns:
+        windows = windows.with_columns(pl.lit(None, dtype=pl.Float64).alias("weight"))
     lengths = windows["acts"].list.len().to_numpy()
     bounds = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).tolist()
     flat_acts = windows["acts"].explode().to_numpy().astype(np.float32)
@@ -117,8 +125,9 @@ def build_latent_records(examples: pl.DataFrame, contexts: pl.DataFrame,
     flat_id_objs = id_of[flat_ids]
     info = {row[0]: row[1:] for row in stats.select("latent", "max_act", "frequency").iter_rows()}
     records: dict[int, LatentRecord] = {}
-    columns = ["sae_id", "latent", "split", "kind", "quantile", "ctx_id"]
-    for row, (sae_id, latent, split, kind, quantile, ctx_id) in enumerate(windows.select(columns).iter_rows()):
+    columns = ["sae_id", "latent", "split", "kind", "quantile", "ctx_id", "weight"]
+    for row, (sae_id, latent, split, kind, quantile, ctx_id, weight) in enumerate(
+            windows.select(columns).iter_rows()):
         record = records.get(latent)
         if record is None:
             max_act, frequency = info.get(latent, (0.0, 0.0))
@@ -127,7 +136,8 @@ def build_latent_records(examples: pl.DataFrame, contexts: pl.DataFrame,
                                                     frequency=float(frequency or 0.0))
         lo, hi = bounds[row], bounds[row + 1]
         example = Example(ctx_id=int(ctx_id), tokens=flat_tokens[lo:hi].tolist(), acts=flat_acts[lo:hi].copy(),
-                          kind=kind, quantile=int(quantile), token_ids=flat_id_objs[lo:hi].tolist())
+                          kind=kind, quantile=int(quantile), token_ids=flat_id_objs[lo:hi].tolist(),
+                          weight=None if weight is None else float(weight))
         (record.explain if split == "explain" else record.score).append(example)
     for record in records.values():
         record.assert_disjoint()

@@ -26,6 +26,7 @@ from explain.latents.stats import LatentStatsConfig
 from explain.llm.settings import LLMSettings
 from explain.sampling.config import SamplingConfig
 from sae.config import SAEOptions, TrainConfig
+from score.simulators.llm import LLMSimulatorConfig
 
 SCORERS = ("simulation", "detection", "fuzzing")
 
@@ -79,8 +80,12 @@ class RunConfig(BaseModel):
     """The N2G explainer."""
     llm: RunLLMSettings = RunLLMSettings()
     """The OpenAI-compatible LLM endpoint."""
+    simulator: LLMSimulatorConfig = LLMSimulatorConfig()
+    """The LLM simulator (scoring free-text explanations)."""
     max_latents: int | None = Field(None, ge=1)
-    """Explain and score at most this many latents (lowest ids first)."""
+    """Explain and score at most this many latents (lowest ids first, after --latents)."""
+    latents: str | None = None
+    """Explicit latents: ids and ranges (0-99,512,1000-1099) or sample:N (a seeded random sample)."""
     explainer: Literal["n2g", "llm"] = "n2g"
     """Explainer: n2g (n-gram, no LLM) or llm (OpenAI-compatible server)."""
     scorers: list[str] = ["simulation"]
@@ -91,6 +96,12 @@ class RunConfig(BaseModel):
     """Print the LLM calls, tokens and cost the run would spend, then stop."""
     device: str = "auto"
     """Torch device: auto, cpu, cuda, cuda:1 ..."""
+    chunk_latents: int = Field(256, ge=1)
+    """Latents per task (one part per table each): the most work an interruption loses."""
+    workers: int = Field(1, ge=1)
+    """Worker processes for explain and score: more than 1 starts a local Dask cluster."""
+    dask_address: str | None = None
+    """Run explain and score on this Dask scheduler (tcp://host:port) instead of in this process."""
     seed: int = 0
     """Seed for training, sampling and baselines."""
 
@@ -104,11 +115,19 @@ class RunConfig(BaseModel):
             raise ValueError(f"unknown scorer {unknown[0]!r}; choose from {', '.join(SCORERS)}")
         return value
 
+    @field_validator("latents")
+    @classmethod
+    def _check_latents(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_latents(value)
+        return value
+
     @model_validator(mode="after")
     def _one_seed(self) -> RunConfig:
         """The run's seed is every stage's seed (one number to report and to vary)."""
         self.train = self.train.model_copy(update={"seed": self.seed})
         self.sampling = self.sampling.model_copy(update={"seed": self.seed})
+        self.simulator = self.simulator.model_copy(update={"seed": self.seed})
         return self
 
     def llm_scorers(self) -> list[str]:
@@ -120,8 +139,29 @@ class RunConfig(BaseModel):
         return self.explainer == "llm" or bool(self.llm_scorers())
 
 
-GROUPS = ("data", "sae", "train", "stats", "sampling", "n2g", "llm")
+def parse_latents(spec: str) -> tuple[list[tuple[int, int]], int | None]:
+    """`--latents` -> (inclusive id ranges, None) for "0-99,512", or ([], N) for "sample:N"."""
+    spec = spec.strip()
+    if spec.startswith("sample:"):
+        n = spec.removeprefix("sample:")
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"sample:N needs a positive count, got {spec!r}")
+        return [], int(n)
+    ranges = []
+    for part in (p.strip() for p in spec.split(",")):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()) or (hi and int(hi) < int(lo)):
+            raise ValueError(f"bad latent selection {part!r}: use ids and ranges like 0-99,512 or sample:N")
+        ranges.append((int(lo), int(hi or lo)))
+    return ranges, None
+
+
+GROUPS = ("data", "sae", "train", "stats", "sampling", "n2g", "llm", "simulator")
 """Nested stage configs; each becomes a block of CLI flags."""
+
+PLACEMENT = frozenset({"store", "workers", "dask_address", "chunk_latents"})
+"""Top-level fields that say where and in what pieces a run writes and runs, never what it computes (not in
+config_hash)."""
 
 NOT_IN_KEY: dict[str, frozenset[str]] = {
     "train": frozenset({"device", "log_every", "progress"}),
@@ -136,6 +176,7 @@ CLI_HIDDEN: dict[str, frozenset[str]] = {
     "train": frozenset({"seed", "device", "betas", "progress"}),
     "sampling": frozenset({"seed"}),
     "llm": frozenset({"prices"}),
+    "simulator": frozenset({"seed"}),
 }
 """Group fields without a flag: set from the run's seed/device, or structured (a price table)."""
 

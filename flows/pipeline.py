@@ -17,7 +17,10 @@ from importlib.metadata import PackageNotFoundError, version
 import polars as pl
 from prefect import flow, get_run_logger
 
-from flows.config import RunConfig, stable_hash
+from flows.artifacts import StageProgress, publish_run_artifacts
+from flows.config import PLACEMENT, RunConfig, stable_hash
+from flows.reports.summary import score_summary
+from flows.runners import dask_scheduler, fan_out
 from flows.stages import data as data_stages
 from flows.stages import explain as explain_stages
 from flows.stages import latents as latent_stages
@@ -26,9 +29,10 @@ from flows.stages import sampling as sampling_stages
 from flows.stages import score as score_stages
 from flows.stages.data import DataRef
 from flows.stages.dry_run import estimate_llm_cost
-from flows.stages.llm_session import close_session, session_for
+from flows.stages.llm_session import close_session
 from flows.store import Store
 from flows.store.ids import model_name, sample_key, stats_key
+from flows.tasks import explain_latents, score_latents
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +65,40 @@ def sampling_flow(cfg: RunConfig, data: DataRef, sae_id: str) -> int:
 
 
 @flow(name="explain")
-def explain_flow(cfg: RunConfig, data: DataRef, sae_id: str, run_id: str) -> str:
-    """Explanations for every selected latent (resumes per latent); returns the explainer name."""
-    session = session_for(cfg, run_id)
-    explainer = explain_stages.make_explainer(cfg, session)
-    explain_stages.explain_pending(cfg, data, sae_id, run_id, explainer, session)
+def explain_flow(cfg: RunConfig, data: DataRef, sae_id: str, run_id: str, dask: str | None = None) -> str:
+    """Explanations for every selected latent, one task per chunk (resumes per latent); returns the
+    explainer name. `dask`: the scheduler address the tasks go to (None: this process)."""
+    explainer = explain_stages.make_explainer(cfg, None)
+    calls = [({"cfg": cfg, "data": data, "sae_id": sae_id, "run_id": run_id, "latents": chunk}, len(chunk))
+             for chunk in explain_stages.pending_chunks(cfg, sae_id, explainer)]
+    progress = StageProgress.for_stage(Store(cfg.store), sae_id, "explain", sum(size for _, size in calls))
+    fan_out(explain_latents, calls, dask, f"explain ({explainer.name})", progress)
     return explainer.name
 
 
 @flow(name="score")
-def score_flow(cfg: RunConfig, data: DataRef, sae_id: str, explainer: str, run_id: str) -> dict:
-    """Score the explanations and their random baseline with every requested scorer.
+def score_flow(cfg: RunConfig, data: DataRef, sae_id: str, explainer: str, run_id: str,
+               dask: str | None = None) -> dict:
+    """Score the explanations and their baselines with every requested scorer, one task per (job, chunk);
+    returns, per "<explainer>/<scorer>/<population>", the latents scored now and the job's keys.
 
     N2G explanations are simulated by pattern matching; LLM explanations (free text) by the LLM
     simulator; detection and fuzzing always ask the LLM (flows/stages/score.py::make_scorers).
     """
-    session = session_for(cfg, run_id)
-    scorers = score_stages.make_scorers(cfg, session)
-    return score_stages.score_explanations(cfg, data, sae_id, explainer, scorers, run_id, session)
+    jobs = score_stages.score_plan(cfg, data, sae_id, explainer, run_id)
+    calls, owners = [], []
+    for job in jobs:
+        for chunk in score_stages.pending_chunks(cfg, sae_id, job):
+            calls.append(({"cfg": cfg, "data": data, "sae_id": sae_id, "run_id": run_id, "job": job,
+                           "latents": chunk}, len(chunk)))
+            owners.append(job.label)
+    progress = StageProgress.for_stage(Store(cfg.store), sae_id, "score", sum(size for _, size in calls))
+    done = fan_out(score_latents, calls, dask, "score", progress)
+    scored = dict.fromkeys((job.label for job in jobs), 0)
+    for label, n in zip(owners, done, strict=True):
+        scored[label] += n
+    return {job.label: {"scored": scored[job.label], "explain_key": job.explain_key, "score_key": job.score_key}
+            for job in jobs}
 
 
 @flow(name="report")
@@ -114,16 +134,17 @@ def code_version() -> str:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """Hash of every setting of a run except where it writes (the same run on two stores hashes alike)."""
-    return stable_hash(cfg.model_dump(mode="json", exclude={"store"}), 12)
+    """Hash of every setting of a run except where it writes and runs (the same run on two stores, or on a
+    Dask cluster, hashes alike)."""
+    return stable_hash(cfg.model_dump(mode="json", exclude=set(PLACEMENT)), 12)
 
 
 def record_run(cfg: RunConfig, run_id: str, status: str, started: datetime, error: str = "",
-               keys: dict | None = None, inputs: dict | None = None) -> None:
-    """One `runs` row per pipeline run, written when it ends (ok or failed), with the full config, its
-    hash and the resume keys of the stages it keyed."""
+               keys: dict | None = None, inputs: dict | None = None, flow: str = "pipeline") -> None:
+    """One `runs` row per pipeline run (or stage command: `flow`), written when it ends (ok or failed),
+    with the full config, its hash and the resume keys of the stages it keyed."""
     row = {
-        "run_id": run_id, "flow": "pipeline", "status": status, "started_at": started,
+        "run_id": run_id, "flow": flow, "status": status, "started_at": started,
         "finished_at": datetime.now(UTC), "config": cfg.model_dump_json(), "code_version": code_version(),
         "error": error, "config_hash": config_hash(cfg),
         "keys": json.dumps({"stats_key": stats_key(cfg), "sample_key": sample_key(cfg), **(keys or {})}),
@@ -154,8 +175,9 @@ def pipeline(cfg: RunConfig) -> dict:
         inputs = lineage(cfg, data, sid)
         timed("latent-cache", latent_cache_flow, cfg, data, sid)
         timed("sample-examples", sampling_flow, cfg, data, sid)
-        explainer = timed("explain", explain_flow, cfg, data, sid, run_id)
-        counts = timed("score", score_flow, cfg, data, sid, explainer, run_id)
+        with dask_scheduler(cfg) as dask:
+            explainer = timed("explain", explain_flow, cfg, data, sid, run_id, dask)
+            counts = timed("score", score_flow, cfg, data, sid, explainer, run_id, dask)
         report = timed("report", report_flow, cfg, sid)
     except BaseException as exc:
         record_run(cfg, run_id, "failed", started, f"{type(exc).__name__}: {exc}", inputs=inputs)
@@ -167,6 +189,9 @@ def pipeline(cfg: RunConfig) -> dict:
             "explain_keys": sorted({c["explain_key"] for c in counts.values()}),
             "score_keys": sorted({c["score_key"] for c in counts.values()})}
     record_run(cfg, run_id, "ok", started, keys=keys, inputs=inputs)
+    store = Store(cfg.store)
+    publish_run_artifacts(store, sid, run_id, score_summary(store, sid, keys["score_keys"]), config_hash(cfg),
+                          inputs, report)
     summary = {"run_id": run_id, "sae_id": sid, "data": asdict(data), "scored": counts, "report": report, **keys,
                "timings_s": timings, "wall_s": round(time.perf_counter() - clock, 1)}
     logger.info("run summary: %s", json.dumps(summary))

@@ -5,10 +5,11 @@ in order. It never raises for one latent's problem: an explanation that is not o
 score examples or a budget that ran out is "skipped", a model/server failure is "failed", and both
 carry an error. Only "ok" outcomes have rows.
 
-Rows carry only what score/ knows: `score_row` has latent, explainer, scorer and the metrics;
-`simulation_rows` (simulation scorers only) have latent, explainer, scorer, ctx_id, true_acts and
-sim_acts. Which SAE and which run they belong to is the flows' business: they add sae_id and run_id
-when they store the rows.
+Rows carry only what score/ knows: each of `score_rows` has latent, explainer, scorer, population,
+estimator and the metrics (one row per population and estimator: the score set as sampled, and for
+the simulation scorer also its natural-population estimate); `simulation_rows` (simulation scorers
+only) have latent, explainer, scorer, ctx_id, true_acts and sim_acts. Which SAE and which run they
+belong to is the flows' business: they add sae_id and run_id when they store the rows.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ class ScoreOutcome:
     status: ScoreStatus
     """"ok", "failed" (the scorer's calls failed) or "skipped" (explanation not ok, no examples, budget)."""
     error: str = ""
-    score_row: dict | None = None
+    score_rows: list[dict] = field(default_factory=list)
+    """`scores` rows, one per (population, estimator); empty unless ok. The first is the scorer's own
+    population (sampled for the score-set scorers)."""
     simulation_rows: list[dict] = field(default_factory=list)
 
     @property

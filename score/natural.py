@@ -11,9 +11,10 @@ Held out means not in the latent's explain split: a context belongs to exactly o
 fixed by a seeded hash before anything is drawn (explain/sampling/keys.py::split_of), and the explainer
 only ever sees examples from the explain side.
 
-Matching is vectorised: every n-gram of the corpus is packed into one int64 key (exact while
-n * bits(vocab) <= 62, hashed beyond), sorted once per n, and each pattern's key is looked up with a
-binary search, so the cost is O(corpus log corpus + matches) whatever the number of latents. The
+Matching is vectorised (explain/latents/corpus_index.py): every n-gram of the corpus, of every shape
+the patterns use (wildcards included), is packed into one int64 key and sorted once, and each
+pattern's key is looked up with a binary search, so the cost is O(corpus log corpus + matches)
+whatever the number of latents. The
 predicted activation of a token is the largest act of the patterns ending there (as
 explain/explainers/n2g.py::match_patterns, which the tests use as the brute-force oracle); a pattern
 with an empty n-gram matches every token (the always-on baseline).
@@ -24,14 +25,16 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from explain.latents.corpus_index import CorpusIndex, shape_of
 from explain.records import Explanation, LatentRecord
-from explain.sampling.keys import mix64, split_of
+from explain.sampling.keys import split_of
 from score.base import ScoreOutcome
+from score.deciles import N_DECILES, decile_recall
 from score.intervals import prf_intervals
 
 TruthFn = Callable[[list[int]], pl.DataFrame]
@@ -40,32 +43,25 @@ TruthFn = Callable[[list[int]], pl.DataFrame]
 
 @dataclass
 class HeldOutCorpus:
-    """The corpus as a token-id matrix, and each latent's held-out (score-side) contexts."""
+    """The corpus index (explain/latents/corpus_index.py) and each latent's held-out (score-side) contexts."""
 
-    token_ids: np.ndarray
-    """[n_contexts, ctx_len] int64 token ids; every context has the same length."""
-    ctx_ids: np.ndarray
-    """[n_contexts] int64 context ids, ascending (row r of token_ids is context ctx_ids[r])."""
-    tokens_of: dict[str, list[int]]
-    """Token string -> the ids that render as it (patterns name tokens by their strings)."""
+    index: CorpusIndex
     seed: int
     explain_fraction: float
-    _sorted: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_contexts(cls, contexts: pl.DataFrame, seed: int, explain_fraction: float) -> HeldOutCorpus:
         """From `contexts` rows (ctx_id, token_ids, tokens) of one dataset."""
-        contexts = contexts.sort("ctx_id")
-        token_ids = np.array(contexts["token_ids"].to_list(), dtype=np.int64)
-        pairs = contexts.select(pl.col("token_ids").explode().alias("id"), pl.col("tokens").explode().alias("tok"))
-        tokens_of: dict[str, list[int]] = {}
-        for token_id, token in pairs.unique().iter_rows():
-            tokens_of.setdefault(token, []).append(int(token_id))
-        return cls(token_ids, contexts["ctx_id"].to_numpy().astype(np.int64), tokens_of, seed, explain_fraction)
+        return cls(CorpusIndex.from_contexts(contexts), seed, explain_fraction)
+
+    @property
+    def ctx_ids(self) -> np.ndarray:
+        """[n_contexts] int64 context ids, ascending."""
+        return self.index.ctx_ids
 
     @property
     def ctx_len(self) -> int:
-        return int(self.token_ids.shape[1])
+        return self.index.row_len
 
     def held_out(self, latent: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """bool [n]: whether context row rows[i] is held out (score side) for latent[i]."""
@@ -76,54 +72,36 @@ class HeldOutCorpus:
         rows = np.arange(len(self.ctx_ids))
         return np.array([int(self.held_out(np.full(len(rows), lat), rows).sum()) for lat in latents], np.int64)
 
-    def _bits(self) -> int:
-        return max(int(self.token_ids.max(initial=0)) + 1, 2).bit_length()
-
-    def pack(self, grams: np.ndarray) -> np.ndarray:
-        """int64 keys [m] of n-grams [m, n] of token ids: exact packing when it fits, else a 64-bit hash."""
-        n, bits = grams.shape[1], self._bits()
-        key = np.zeros(len(grams), dtype=np.int64)
-        if n * bits <= 62:
-            for j in range(n):
-                key = (key << bits) | grams[:, j]
-            return key
-        h = np.zeros(len(grams), dtype=np.uint64)
-        for j in range(n):
-            h = mix64(h ^ grams[:, j].astype(np.uint64))
-        return (h >> np.uint64(1)).astype(np.int64)
-
-    def sorted_keys(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted keys, flat positions) of every n-gram ending at a token (n - 1 tokens before it in its
-        context); flat position = row * ctx_len + t. Cached per n."""
-        if n not in self._sorted:
-            T = self.ctx_len
-            windows = np.lib.stride_tricks.sliding_window_view(self.token_ids, n, axis=1)  # [rows, T-n+1, n]
-            keys = self.pack(windows.reshape(-1, n))
-            rows = np.repeat(np.arange(len(self.token_ids)), T - n + 1)
-            flat = rows * T + np.tile(np.arange(n - 1, T), len(self.token_ids))
-            order = np.argsort(keys, kind="stable")
-            self._sorted[n] = (keys[order], flat[order])
-        return self._sorted[n]
-
 
 def pattern_table(explanations: Sequence[Explanation], corpus: HeldOutCorpus) -> pl.DataFrame:
-    """One row per (latent, pattern, token-id spelling): latent, n, key, act. Patterns naming a token
-    the corpus never has cannot match and are left out; `ignore_case` patterns match every casing."""
+    """One row per (latent, pattern, token-id spelling): latent, shape (`_shape_code`), shift (how many
+    tokens the n-gram ends after the one it predicts: n - 1 - at), key, act.
+    Patterns naming a token the corpus never has cannot match and are left out; `ignore_case` patterns
+    match every casing; None in an n-gram is a wildcard (any token)."""
+    index = corpus.index
     lowered: dict[str, list[int]] = {}
-    for token, ids in corpus.tokens_of.items():
+    for token, ids in index.tokens_of.items():
         lowered.setdefault(token.lower(), []).extend(ids)
-    rows: list[tuple[int, int, int, float]] = []
+    rows: list[tuple[int, str, int, int, float]] = []
     for explanation in explanations:
         for pattern in explanation.patterns or []:
             fold = bool(pattern.get("ignore_case"))
-            options = [(lowered.get(t.lower(), []) if fold else corpus.tokens_of.get(t, [])) for t in pattern["ngram"]]
+            options = [[None] if t is None else (lowered.get(t.lower(), []) if fold else index.tokens_of.get(t, []))
+                       for t in pattern["ngram"]]
             if not all(options):
                 continue
+            shift = len(options) - 1 - int(pattern.get("at", len(options) - 1))
             for spelling in itertools.product(*options):
-                key = int(corpus.pack(np.array([spelling], dtype=np.int64))[0]) if spelling else 0
-                rows.append((int(explanation.latent), len(spelling), key, float(pattern["act"])))
-    return pl.DataFrame(rows, schema={"latent": pl.Int64, "n": pl.Int64, "key": pl.Int64, "act": pl.Float64},
-                        orient="row")
+                key = index.key_of(spelling) if spelling else 0
+                rows.append((int(explanation.latent), _shape_code(shape_of(spelling)), shift, key,
+                             float(pattern["act"])))
+    return pl.DataFrame(rows, schema={"latent": pl.Int64, "shape": pl.String, "shift": pl.Int64, "key": pl.Int64,
+                                      "act": pl.Float64}, orient="row")
+
+
+def _shape_code(shape: tuple[bool, ...]) -> str:
+    """A shape as a string column value: "x" per fixed position, "_" per wildcard ("" = empty pattern)."""
+    return "".join("x" if fixed else "_" for fixed in shape)
 
 
 def predictions(patterns: pl.DataFrame, corpus: HeldOutCorpus) -> pl.DataFrame:
@@ -131,14 +109,10 @@ def predictions(patterns: pl.DataFrame, corpus: HeldOutCorpus) -> pl.DataFrame:
 
     Empty patterns (every token) are not expanded here, see `floors`."""
     parts = []
-    for (n,), group in patterns.filter(pl.col("n") > 0).group_by("n"):
-        latent, key, act = (group[c].to_numpy() for c in ("latent", "key", "act"))
-        sorted_keys, flat = corpus.sorted_keys(int(n))
-        left, right = np.searchsorted(sorted_keys, key, "left"), np.searchsorted(sorted_keys, key, "right")
-        counts = right - left
-        which = np.repeat(np.arange(len(key)), counts)
-        offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(left, counts)
-        parts.append(pl.DataFrame({"latent": latent[which], "flat": flat[offset], "p": act[which]}))
+    for (code,), group in patterns.filter(pl.col("shape") != "").group_by("shape"):
+        latent, key, act, shift = (group[c].to_numpy() for c in ("latent", "key", "act", "shift"))
+        which, flat = corpus.index.occurrences(tuple(ch == "x" for ch in code), key)
+        parts.append(pl.DataFrame({"latent": latent[which], "flat": flat - shift[which], "p": act[which]}))
     if not parts:
         return pl.DataFrame(schema={"latent": pl.Int64, "flat": pl.Int64, "p": pl.Float64})
     matched = pl.concat(parts).group_by("latent", "flat").agg(pl.col("p").max())
@@ -147,7 +121,7 @@ def predictions(patterns: pl.DataFrame, corpus: HeldOutCorpus) -> pl.DataFrame:
 
 def floors(patterns: pl.DataFrame) -> dict[int, float]:
     """Per latent, the act its empty patterns predict on every token (absent when it has none)."""
-    empty = patterns.filter(pl.col("n") == 0).group_by("latent").agg(pl.col("act").max())
+    empty = patterns.filter(pl.col("shape") == "").group_by("latent").agg(pl.col("act").max())
     return dict(zip(empty["latent"].to_list(), empty["act"].to_list(), strict=True))
 
 
@@ -186,6 +160,7 @@ def natural_scores(pred: pl.DataFrame, truth: pl.DataFrame, n_tokens: Mapping[in
         n_true=(pl.col("t") > 0).sum())
     # contexts in a fixed order: each takes its row of the shared bootstrap weight pool
     units_of = {key[0]: group.sort("flat") for key, group in units.partition_by("latent", as_dict=True).items()}
+    deciles = _decile_recalls(both)
     out: dict[int, dict] = {}
     for row in sums.iter_rows(named=True):
         latent = int(row["latent"])
@@ -201,8 +176,20 @@ def natural_scores(pred: pl.DataFrame, truth: pl.DataFrame, n_tokens: Mapping[in
                                     row["stt"], row["spt"]),
             "n_tokens": n, "n_positive": n_true,
             **_intervals(units_of[latent], n // ctx_len, ctx_len, base > 0, seed),
+            "decile_recall": deciles.get(latent, [None] * N_DECILES),
         }
     return out
+
+
+def _decile_recalls(both: pl.DataFrame) -> dict[int, list[float | None]]:
+    """Per latent, recall in each activation decile of its held-out active tokens (score/deciles.py);
+    `both` is sorted by (latent, flat), so each latent's active tokens are one slice."""
+    active = both.filter(pl.col("t") > 0)
+    latent = active["latent"].to_numpy()
+    t, hit = active["t"].to_numpy(), active["p"].to_numpy() > 0
+    ids, starts = np.unique(latent, return_index=True)
+    ends = np.append(starts[1:], len(latent))
+    return {int(i): decile_recall(t[a:b], hit[a:b]) for i, a, b in zip(ids, starts, ends, strict=True)}
 
 
 def _intervals(units: pl.DataFrame, n_contexts: int, ctx_len: int, always: bool, seed: int) -> dict:
@@ -290,7 +277,8 @@ class NaturalPatternScorer:
             empty = prf_intervals(np.zeros(0), np.zeros(0), np.zeros(0), 0)
             for latent in set(latents) - set(metrics):  # no match and no activation on held-out text
                 metrics[latent] = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "auroc": math.nan,
-                                   "correlation": math.nan, "n_tokens": n_tokens[latent], "n_positive": 0, **empty}
+                                   "correlation": math.nan, "n_tokens": n_tokens[latent], "n_positive": 0, **empty,
+                                   "decile_recall": [None] * N_DECILES}
         return [self._outcome(e, metrics) for e in explanations]
 
     def _outcome(self, explanation: Explanation, metrics: dict[int, dict]) -> ScoreOutcome:
@@ -300,7 +288,7 @@ class NaturalPatternScorer:
                              else "free-text explanation: no patterns to match on the corpus")
             return outcome
         outcome.status = "ok"
-        outcome.score_row = {"latent": outcome.latent, "explainer": outcome.explainer, "scorer": self.name,
-                             **metrics[outcome.latent], "threshold": 0.0, "balanced_accuracy": math.nan,
-                             "population": self.population, "mode": "patterns"}
+        outcome.score_rows = [{"latent": outcome.latent, "explainer": outcome.explainer, "scorer": self.name,
+                               **metrics[outcome.latent], "threshold": 0.0, "balanced_accuracy": math.nan,
+                               "population": self.population, "mode": "patterns", "estimator": "exact"}]
         return outcome

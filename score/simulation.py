@@ -6,10 +6,13 @@ for the latent's *score* examples (never the explain examples, which the explain
 returns rows for two store tables (the flows add sae_id, and run_id to the score row):
 
 - `simulations`: one row per score window (latent, explainer, scorer, ctx_id, true_acts, sim_acts, p_active);
-- `scores`: one row per (latent, explainer, scorer) with precision, recall, f1, auroc, correlation, ...,
-  and `mode`: the windows' common mode ("logprobs", "written", "patterns"), or "mixed" when they differ.
+- `scores`: per (latent, explainer, scorer) a "sampled" row (estimator "sample": the score set as it is)
+  with precision, recall, f1, auroc, correlation, ..., and `mode`: the windows' common mode
+  ("logprobs", "written", "patterns"), or "mixed" when they differ; and, when every score example has
+  a weight (explain/sampling/weights.py), a "natural" row (estimator "ipw"): the same metrics estimated
+  for every held-out token of the corpus by inverse-probability weighting (score/ipw.py).
 
-Precision/recall/F1 in the score row are exactly what one gets by concatenating that key's simulation rows
+Precision/recall/F1 in the sampled row are exactly what one gets by concatenating that key's simulation rows
 and binarising `true_acts > 0` against, per window, `p_active > 0.5` where p_active is not null and
 `sim_acts > threshold` where it is (all stored as float32 and scored as float32). AUROC and correlation
 use the graded `sim_acts`.
@@ -30,6 +33,7 @@ import numpy as np
 from explain.records import Example, Explanation, LatentRecord
 from score.base import ScoreOutcome, log_outcomes, partition
 from score.intervals import prf_intervals
+from score.ipw import ipw_scores
 from score.metrics import ScoreResult, auroc, binary_scores, flatten_aligned, pearson
 from score.simulators.base import SimulationFailure, SimulationItem, SimulationResult, Simulator, WindowSimulation
 
@@ -67,13 +71,19 @@ class SimulationScorer:
         windows = _aligned(result, true_acts, self.simulator.name, record.latent)
         metrics = window_scores(true_acts, windows, self.simulator.threshold)
         key = {"latent": int(record.latent), "explainer": explanation.explainer, "scorer": self.name}
-        return ScoreOutcome(
-            key["latent"], explanation.explainer, self.name, "ok",
-            score_row={**key, **metrics.as_dict(), "balanced_accuracy": math.nan,  # judges' metric only
-                       "mode": score_mode(windows), "population": "sampled",
-                       **window_intervals(true_acts, windows, self.simulator.threshold)},
-            simulation_rows=_simulation_rows(key, examples, true_acts, windows),
-        )
+        # balanced accuracy is the judges' metric only
+        rows = [{**key, **metrics.as_dict(), "balanced_accuracy": math.nan, "mode": score_mode(windows),
+                 "population": "sampled", "estimator": "sample",
+                 **window_intervals(true_acts, windows, self.simulator.threshold)}]
+        weights = [e.weight for e in examples]
+        # all or nothing: a latent whose weights cannot cover its population has none (weights.py)
+        if all(w is not None for w in weights):
+            natural = ipw_scores(true_acts, windows, weights, self.simulator.threshold)  # type: ignore[arg-type]
+            if natural is not None:
+                # every metric, count and interval replaced; key, mode and column order kept
+                rows.append({**rows[0], **natural, "population": "natural", "estimator": "ipw"})
+        return ScoreOutcome(key["latent"], explanation.explainer, self.name, "ok", score_rows=rows,
+                            simulation_rows=_simulation_rows(key, examples, true_acts, windows))
 
 
 def window_scores(true_acts: list[np.ndarray], windows: Sequence[WindowSimulation], threshold: float) -> ScoreResult:

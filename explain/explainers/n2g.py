@@ -1,30 +1,35 @@
-"""N2G-style explainer: n-gram patterns that end at the activating token (no LLM).
+"""N2G-style explainer: the n-gram patterns that best predict where a latent fires (no LLM).
 
-Mining (explain split only): every n-gram (n = 1..max_n) that ends at an activating token of an
-activating example is a candidate. Each candidate is matched against every token of the explain
-set (activating and non-activating examples); candidates below min_precision or min_support are
-pruned. Patterns are then added greedily, each time the one that most raises the explain-set F1 of
-the pattern set, until nothing improves or max_patterns is reached. A pattern's act is the mean
-activation over all tokens it matches on the explain set (its expected activation when it fires).
+Mining (explain/explainers/n2g_mining.py) counts every n-gram on every token of the latent's
+explain-side contexts when the explainer is given the corpus (`CorpusSource`, what the pipeline
+does): precision is then a natural-distribution number, not one measured on windows sampled around
+activations. Without a corpus it mines on the records' explain windows (the same algorithm on less
+text). The score split is never read either way.
 
-`match_patterns` turns patterns back into per-token predictions; score/'s N2G simulator uses it,
-so explainer and simulator share one definition of "matches". `N2GExplainer` implements the
-`Explainer` protocol (explain/explainers/base.py).
+`match_patterns` turns patterns back into per-token predictions; score/'s N2G simulator uses it, so
+explainer and simulator share one definition of "matches". `N2GExplainer` implements the `Explainer`
+protocol (explain/explainers/base.py).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from explain.records import Example, Explanation, LatentRecord
+from explain.explainers.n2g_mining import MinedPattern, MiningResult, mine_patterns, templates
+from explain.latents.corpus_index import CorpusIndex
+from explain.records import Explanation, LatentRecord
 
-ALGORITHM_VERSION = "n2g-v1"
+ALGORITHM_VERSION = "n2g-v2"
 EXPLAINER_NAME = "n2g"
+
+ActsFn = Callable[[list[int]], pl.DataFrame]
+"""latents -> their cached activations: rows (ctx_id i64, pos i32, latent i32, value f32), value > 0."""
 
 
 class N2GConfig(BaseModel):
@@ -34,166 +39,181 @@ class N2GConfig(BaseModel):
 
     max_n: int = Field(default=3, ge=1)
     """Longest n-gram, in tokens, ending at the activating token."""
-    min_precision: float = Field(default=0.5, ge=0.0, le=1.0)
-    """A pattern must be followed by activation at least this often on the explain set."""
+    wildcards: bool = True
+    """Also mine n-grams with any-token positions: "A [any]" (right after A), "A [any] C", "A B [any]"."""
+    lookahead: bool = True
+    """Also mine n-grams that cover tokens after the firing one (encoders such as BERT read both sides)."""
+    min_precision: float = Field(default=0.3, ge=0.0, le=1.0)
+    """A pattern must be followed by activation at least this often on the explain side."""
     min_support: int = Field(default=2, ge=1)
-    """A pattern must end at this many activating tokens of the explain set (guards memorising)."""
-    max_patterns: int = Field(default=10, ge=1)
-    """Most patterns in one explanation."""
+    """A pattern must end at this many activating tokens of the explain side (guards memorising)."""
+    min_f1_gain: float = Field(default=0.001, gt=0.0)
+    """Stop adding patterns when the best one raises the explain-side F1 by less than this."""
     ignore_case: bool = False
     """Match tokens case-insensitively (uncased tokenizers make this moot)."""
 
 
 @dataclass
-class _Candidate:
-    ngram: tuple[str, ...]
-    positives: frozenset[int]
-    negatives: frozenset[int]
-    act: float
+class CorpusSource:
+    """The whole corpus for mining: the explainer reads every explain-side context of a latent."""
 
-    @property
-    def precision(self) -> float:
-        return len(self.positives) / max(len(self.positives) + len(self.negatives), 1)
-
-
-def _norm(tokens: list[str], ignore_case: bool) -> list[str]:
-    return [t.lower() for t in tokens] if ignore_case else list(tokens)
+    index: CorpusIndex
+    acts: ActsFn
+    seed: int
+    """Split seed (the sampling seed: explain/sampling/keys.py::split_of)."""
+    explain_fraction: float
 
 
-def _ends(examples: list[Example], ignore_case: bool) -> tuple[list[str], list[float], list[int]]:
-    """Flattened explain set: tokens, acts, and for each token the flat index where its example starts."""
-    tokens: list[str] = []
-    acts: list[float] = []
-    starts: list[int] = []
-    for example in examples:
-        starts.extend([len(tokens)] * len(example.tokens))
-        tokens.extend(_norm(example.tokens, ignore_case))
-        acts.extend(np.asarray(example.acts, dtype=np.float64).tolist())
-    return tokens, acts, starts
-
-
-def _ngrams_ending_at(i: int, tokens: list[str], start: int, max_n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i - n + 1:i + 1]) for n in range(1, min(max_n, i - start + 1) + 1)]
-
-
-def _candidates(examples: list[Example], cfg: N2GConfig) -> list[_Candidate]:
-    """N-grams ending at >= min_support activating tokens, with their positive / negative match sets."""
-    tokens, acts, starts = _ends(examples, cfg.ignore_case)
-    positives: dict[tuple[str, ...], list[int]] = defaultdict(list)
-    for i, act in enumerate(acts):
-        if act > 0:
-            for ngram in _ngrams_ending_at(i, tokens, starts[i], cfg.max_n):
-                positives[ngram].append(i)
-    kept = {g: ends for g, ends in positives.items() if len(ends) >= cfg.min_support}
-    last_tokens = {g[-1] for g in kept}
-    negatives: dict[tuple[str, ...], list[int]] = defaultdict(list)
-    for i, act in enumerate(acts):
-        if act <= 0 and tokens[i] in last_tokens:  # cheap filter: most tokens end no kept n-gram
-            for ngram in _ngrams_ending_at(i, tokens, starts[i], cfg.max_n):
-                if ngram in kept:
-                    negatives[ngram].append(i)
-    out = []
-    for ngram, ends in kept.items():
-        misses = negatives.get(ngram, [])
-        mean_act = sum(acts[i] for i in ends) / (len(ends) + len(misses))
-        candidate = _Candidate(ngram, frozenset(ends), frozenset(misses), mean_act)
-        if candidate.precision >= cfg.min_precision:
-            out.append(candidate)
-    return out
-
-
-def _f1(tp: int, fp: int, n_positive: int) -> float:
-    return 2 * tp / max(2 * tp + fp + (n_positive - tp), 1)
-
-
-def _greedy(candidates: list[_Candidate], n_positive: int, max_patterns: int) -> list[_Candidate]:
-    """Add the candidate that most raises explain-set F1; ties -> higher precision, shorter, lexical."""
-    chosen: list[_Candidate] = []
-    covered: set[int] = set()
-    false: set[int] = set()
-    best_f1 = 0.0
-    while len(chosen) < max_patterns:
-        scored = []
-        for c in candidates:
-            tp = len(covered) + len(c.positives - covered)
-            fp = len(false) + len(c.negatives - false)
-            scored.append((_f1(tp, fp, n_positive), c.precision, -len(c.ngram), tuple(c.ngram), c))
-        if not scored:
-            break
-        f1, _, _, _, best = max(scored, key=lambda s: s[:4])
-        if f1 <= best_f1 + 1e-12:
-            break
-        chosen.append(best)
-        covered |= best.positives
-        false |= best.negatives
-        best_f1 = f1
-        candidates = [c for c in candidates if c is not best]
-    return chosen
+WILDCARD_TEXT = "[any]"
+"""How a wildcard position (None in a pattern's n-gram) reads in the explanation text."""
 
 
 def explanation_text(patterns: list[dict]) -> str:
-    """Readable form: '"foo" | "bar baz"' (tokens of an n-gram joined by spaces)."""
-    return " | ".join('"' + " ".join(p["ngram"]) + '"' for p in patterns)
+    """Readable form: '"foo" | "bar baz" | "( [any]" | "[[self]] ."' (tokens of an n-gram joined by
+    spaces; the predicted token in [[ ]] when the n-gram goes on after it)."""
+    return " | ".join('"' + " ".join(_token_text(p, j) for j in range(len(p["ngram"]))) + '"' for p in patterns)
+
+
+def _token_text(pattern: dict, j: int) -> str:
+    token = pattern["ngram"][j]
+    text = WILDCARD_TEXT if token is None else token
+    at = pattern.get("at", len(pattern["ngram"]) - 1)
+    return f"[[{text}]]" if j == at and at != len(pattern["ngram"]) - 1 else text
+
+
+def match_patterns(patterns: list[dict], tokens: list[str]) -> np.ndarray:
+    """Predicted activation per token [len(tokens)]: the largest act of the patterns that predict that
+    token, 0 where none does. A pattern predicts the token at index `at` of its n-gram (default: the
+    last, so the n-gram ends there); None in an n-gram matches any token; "ignore_case": true matches
+    any case. This is the reference the vectorised matcher (score/natural.py) is tested against."""
+    pred = np.zeros(len(tokens), dtype=np.float32)
+    tables: dict[tuple[tuple[bool, ...], int, bool], dict[tuple[str | None, ...], float]] = {}
+    for p in patterns or []:
+        fold = bool(p.get("ignore_case"))
+        gram = tuple(t if t is None or not fold else t.lower() for t in p["ngram"])
+        form = (tuple(t is not None for t in gram), int(p.get("at", len(gram) - 1)), fold)
+        table = tables.setdefault(form, {})
+        table[gram] = max(table.get(gram, 0.0), float(p["act"]))
+    lowered = [t.lower() for t in tokens]
+    for (shape, at, fold), table in tables.items():
+        n, seq = len(shape), lowered if fold else tokens
+        for start in range(len(tokens) - n + 1):
+            gram = tuple(t if fixed else None for t, fixed in zip(seq[start:start + n], shape, strict=True))
+            act = table.get(gram, 0.0)
+            if act > pred[start + at]:
+                pred[start + at] = act
+    return pred
 
 
 class N2GExplainer:
-    """N-gram explanations of latents from their explain split (the score split is never read)."""
+    """N-gram explanations of latents from their explain side (the score split is never read)."""
 
     name = EXPLAINER_NAME
 
-    def __init__(self, config: N2GConfig | None = None) -> None:
+    def __init__(self, config: N2GConfig | None = None, source: CorpusSource | None = None) -> None:
         self.config = config or N2GConfig()
+        self.source = source
+        if source is not None and self.config.ignore_case:
+            self.source = CorpusSource(source.index.folded(), source.acts, source.seed, source.explain_fraction)
 
     def identity(self) -> dict:
+        """The algorithm and its config; whether the corpus was read follows from the run (the pipeline
+        always gives it), so it is not part of the key."""
         return {"explainer": self.name, "algorithm": ALGORITHM_VERSION, **self.config.model_dump()}
 
     def explain_many(self, records: Sequence[LatentRecord]) -> list[Explanation]:
         """One explanation per record, in order (CPU only: no concurrency, no progress bar of its own)."""
-        return [self._explain(record) for record in records]
+        if self.source is None:
+            return [self._explanation(record.latent, *self._mine_windows(record)) for record in records]
+        acts = self.source.acts([int(r.latent) for r in records])
+        by_latent = {key[0]: group for key, group in acts.partition_by("latent", as_dict=True).items()}
+        return [self._explanation(r.latent, *self._mine_corpus(r.latent, by_latent.get(r.latent))) for r in records]
 
-    def _explain(self, record: LatentRecord) -> Explanation:
+    def _mine_corpus(self, latent: int, acts: pl.DataFrame | None) -> tuple[MiningResult, CorpusIndex]:
+        """Every explain-side context of the corpus: firing positions from the latent's cached activations."""
+        source = self.source
+        index = source.index
+        readable = index.split_rows(latent, source.seed, source.explain_fraction) == "explain"
+        flat, values = np.zeros(0, np.int64), np.zeros(0)
+        if acts is not None and acts.height:
+            rows = np.searchsorted(index.ctx_ids, acts["ctx_id"].to_numpy())
+            flat = rows * index.row_len + acts["pos"].to_numpy()
+            keep = (acts["value"].to_numpy() > 0) & readable[rows]
+            flat, values = flat[keep], acts["value"].to_numpy()[keep].astype(np.float64)
+            flat, first = np.unique(flat, return_index=True)
+            values = values[first]
+        return self._mine(index, readable, flat, values), index
+
+    def _mine_windows(self, record: LatentRecord) -> tuple[MiningResult, CorpusIndex]:
+        """Only the record's explain windows (a caller without the corpus)."""
+        windows = record.explain
+        index = CorpusIndex.from_windows([e.tokens for e in windows], [e.ctx_id for e in windows])
+        if self.config.ignore_case:
+            index = index.folded()
+        acts = np.zeros(index.token_ids.shape)
+        for r, example in enumerate(windows):
+            acts[r, :len(example.acts)] = np.asarray(example.acts, dtype=np.float64)
+        flat = np.flatnonzero(acts.reshape(-1) > 0)
+        return self._mine(index, np.ones(len(windows), dtype=bool), flat, acts.reshape(-1)[flat]), index
+
+    def _mine(self, index: CorpusIndex, readable: np.ndarray, flat: np.ndarray, values: np.ndarray) -> MiningResult:
         cfg = self.config
-        examples = record.explain
-        n_positive = int(sum(int(np.sum(np.asarray(e.acts) > 0)) for e in examples))
-        if n_positive == 0:
-            return self._failed(record, "no activating token in the explain set", patterns=None)
-        chosen = _greedy(_candidates(examples, cfg), n_positive, cfg.max_patterns)
-        if not chosen:
-            return self._failed(record, f"no n-gram (n <= {cfg.max_n}) reaches precision {cfg.min_precision} "
-                                        f"with support {cfg.min_support} on the explain set", patterns=[])
-        patterns = [_pattern(c, cfg.ignore_case) for c in sorted(chosen, key=lambda c: (-c.act, c.ngram))]
-        return Explanation(latent=record.latent, explainer=self.name, text=explanation_text(patterns),
+        return mine_patterns(index, readable, flat, values, templates(cfg.max_n, cfg.wildcards, cfg.lookahead),
+                             cfg.min_precision,
+                             cfg.min_support, cfg.min_f1_gain)
+
+    def _explanation(self, latent: int, result: MiningResult, index: CorpusIndex) -> Explanation:
+        if not result.patterns:
+            return Explanation(latent=latent, explainer=self.name, text="", status="failed", error=result.reason,
+                               patterns=None if result.n_firing == 0 else [], prompt_version=ALGORITHM_VERSION)
+        patterns = _unique_patterns([self._pattern(p, index) for p in result.patterns])
+        return Explanation(latent=latent, explainer=self.name, text=explanation_text(patterns),
                            patterns=patterns, prompt_version=ALGORITHM_VERSION)
 
-    def _failed(self, record: LatentRecord, error: str, patterns: list[dict] | None) -> Explanation:
-        return Explanation(latent=record.latent, explainer=self.name, text="", status="failed", error=error,
-                           patterns=patterns, prompt_version=ALGORITHM_VERSION)
+    def _pattern(self, mined: MinedPattern, index: CorpusIndex) -> dict:
+        pattern: dict = {"ngram": [None if i is None else index.token_of[i] for i in mined.token_ids],
+                         "act": round(mined.act, 6), "precision": round(mined.precision, 6),
+                         "count": mined.occurrences}
+        if mined.at != len(mined.token_ids) - 1:
+            pattern["at"] = mined.at
+        if self.config.ignore_case:
+            pattern["ignore_case"] = True
+        return pattern
 
 
-def _pattern(candidate: _Candidate, ignore_case: bool) -> dict:
-    pattern: dict = {"ngram": list(candidate.ngram), "act": round(candidate.act, 6)}
-    if ignore_case:
-        pattern["ignore_case"] = True
-    return pattern
+def _unique_patterns(patterns: list[dict]) -> list[dict]:
+    """One pattern per n-gram string (two token ids can render alike), highest act first, then by n-gram."""
+    best: dict[tuple[str | None, ...], dict] = {}
+    for p in patterns:
+        key = tuple(p["ngram"])
+        if key not in best or p["act"] > best[key]["act"]:
+            best[key] = p
+    return sorted(best.values(), key=lambda p: (-p["act"], [t or "" for t in p["ngram"]]))
 
 
-def match_patterns(patterns: list[dict], tokens: list[str]) -> np.ndarray:
-    """Predicted activation per token [len(tokens)]: the largest act of the patterns whose n-gram
-    ends at that token, 0 where none does. A pattern with "ignore_case": true matches any case."""
-    pred = np.zeros(len(tokens), dtype=np.float32)
-    exact: dict[tuple[str, ...], float] = {}
-    folded: dict[tuple[str, ...], float] = {}
+def match_on_index(patterns: list[dict], index: CorpusIndex) -> np.ndarray:
+    """`match_patterns` on every row of `index` at once: the predicted activation of each flat position
+    [n_rows * row_len] (0 on padding). Vectorised: one binary search per pattern spelling instead of a
+    Python loop over tokens (the simulator scores ~100 windows per latent); tested equal to
+    `match_patterns`."""
+    pred = np.zeros(index.token_ids.size, dtype=np.float32)
+    lowered: dict[str, list[int]] = {}
+    if any(p.get("ignore_case") for p in patterns or []):
+        for token, ids in index.tokens_of.items():
+            lowered.setdefault(token.lower(), []).extend(ids)
+    real = index.token_ids.reshape(-1) != index.pad_id
     for p in patterns or []:
-        ngram = tuple(p["ngram"])
-        table, key = (folded, tuple(t.lower() for t in ngram)) if p.get("ignore_case") else (exact, ngram)
-        table[key] = max(table.get(key, 0.0), float(p["act"]))
-    lengths = sorted({len(k) for k in exact} | {len(k) for k in folded})
-    lowered = [t.lower() for t in tokens] if folded else tokens
-    for i in range(len(tokens)):
-        for n in lengths:
-            if n > i + 1:
-                break
-            act = max(exact.get(tuple(tokens[i - n + 1:i + 1]), 0.0),
-                      folded.get(tuple(lowered[i - n + 1:i + 1]), 0.0) if folded else 0.0)
-            pred[i] = max(pred[i], act)
+        gram, act = p["ngram"], np.float32(p["act"])
+        if not gram:  # the empty pattern predicts every token
+            pred[real] = np.maximum(pred[real], act)
+            continue
+        fold = bool(p.get("ignore_case"))
+        options = [[None] if t is None else (lowered.get(t.lower(), []) if fold else index.tokens_of.get(t, []))
+                   for t in gram]
+        if not all(options):
+            continue
+        shift = len(gram) - 1 - int(p.get("at", len(gram) - 1))
+        keys = np.array([index.key_of(spelling) for spelling in itertools.product(*options)], dtype=np.int64)
+        _, flat = index.occurrences(tuple(t is not None for t in gram), keys)
+        np.maximum.at(pred, flat - shift, act)
     return pred

@@ -168,8 +168,13 @@ class LLMClient:
         call gives up and BudgetExhausted when `budget` cannot cover the next request.
         """
         max_tokens = max_tokens or self.settings.max_tokens
+        # what is asked, not what the caller would like: top_logprobs 0 means "never ask", and a reply with
+        # logprobs must not be served from the cache to a run that asks for none (or for fewer)
+        want_logprobs = bool(want_logprobs) and self.settings.top_logprobs > 0
         params = {"temperature": self.settings.temperature, "max_tokens": max_tokens, "schema": schema,
-                  "logprobs": bool(want_logprobs)}
+                  "logprobs": want_logprobs}
+        if want_logprobs:
+            params["top_logprobs"] = self.settings.top_logprobs
         key = request_hash(self.settings.model, messages, params)
         hit = self._from_cache(key, purpose, validate)
         if hit is not None:

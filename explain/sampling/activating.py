@@ -3,8 +3,9 @@
 For every (latent, context) pair the pass knows the context's max activation and its position
 (the peak), the split the pair belongs to (fixed by a hash before anything is drawn) and its
 activation decile (from the stats' decile edges). It keeps, per latent, the top explain contexts by
-max activation and, per (latent, split, decile), a uniform bottom-k sample: memory is
-O(n_latents x pool size), whatever the corpus size.
+max activation and, per (latent, split, decile), a uniform bottom-k sample, and it counts every
+(latent, split, decile) stratum's contexts (the population sizes the score examples' weights need,
+explain/sampling/weights.py): memory is O(n_latents x pool size), whatever the corpus size.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -81,14 +83,23 @@ def summarise_pairs(chunk: pl.DataFrame, edges: np.ndarray, cfg: SamplingConfig)
     )
 
 
-def scan_activating(
-    nonzeros: pl.LazyFrame, ok_stats: pl.DataFrame, cfg: SamplingConfig
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Pools of activating candidates for the ok latents: (top, quantile).
+@dataclass(frozen=True)
+class ActivatingScan:
+    """What the activating pass keeps: two candidate pools and the size of every stratum."""
 
-    top: per latent, the ~explain_top * oversample explain-split contexts with the highest max
-    activation. quantile: per (latent, split, decile), quantile_pool contexts of smallest hash key.
-    Columns: latent, ctx_id, ctx_max, peak_pos, split, decile, key.
+    top: pl.DataFrame
+    """Per latent, the ~explain_top * oversample explain-split contexts with the highest max activation."""
+    quantile: pl.DataFrame
+    """Per (latent, split, decile), quantile_pool contexts of smallest hash key (a uniform sample)."""
+    counts: pl.DataFrame
+    """latent, split, decile, n_contexts: how many of the latent's contexts of that split have their max
+    activation in that decile (every context, not just the pooled ones); only non-empty strata."""
+
+
+def scan_pools(nonzeros: pl.LazyFrame, ok_stats: pl.DataFrame, cfg: SamplingConfig) -> ActivatingScan:
+    """One streaming pass: the top and quantile pools of the ok latents and their strata's sizes.
+
+    Pool columns: latent, ctx_id, ctx_max, peak_pos, split, decile, key, top_key, gid.
     """
     edges = interior_edges(ok_stats)
     ok_latents = ok_stats["latent"].cast(pl.Int32)
@@ -96,15 +107,40 @@ def scan_activating(
     n_top = math.ceil(cfg.explain_top * cfg.oversample)
     top: pl.DataFrame | None = None
     quantile: pl.DataFrame | None = None
+    # gid = latent * 20 + is_score * 10 + decile; a chunk holds whole contexts, so each (latent, ctx)
+    # pair is counted once across chunks
+    counts = np.zeros(len(edges) * 20, dtype=np.int64)
     n_rows = 0
     for chunk in iter_whole_contexts(source, cfg.batch_rows):
         n_rows += chunk.height
         pairs = summarise_pairs(chunk, edges, cfg)
+        counts += np.bincount(pairs["gid"].to_numpy(), minlength=len(counts))
         top = merge_bottom_k(top, pairs.filter(pl.col("split") == "explain"), "latent", "top_key", n_top)
         quantile = merge_bottom_k(quantile, pairs, "gid", "key", cfg.quantile_pool)
     log.info("activating pass: %d non-zero rows of %d ok latents", n_rows, ok_stats.height)
     empty = _empty_pairs()
-    return (top if top is not None else empty), (quantile if quantile is not None else empty)
+    return ActivatingScan(top if top is not None else empty, quantile if quantile is not None else empty,
+                          _stratum_counts(counts))
+
+
+def scan_activating(
+    nonzeros: pl.LazyFrame, ok_stats: pl.DataFrame, cfg: SamplingConfig
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The pools alone, (top, quantile), of `scan_pools` (columns: latent, ctx_id, ctx_max, peak_pos,
+    split, decile, key)."""
+    scan = scan_pools(nonzeros, ok_stats, cfg)
+    return scan.top, scan.quantile
+
+
+def _stratum_counts(counts: np.ndarray) -> pl.DataFrame:
+    """Counts indexed by gid ([(max_latent + 1) * 20]) -> rows latent, split, decile, n_contexts (n > 0)."""
+    gid = np.nonzero(counts)[0]
+    return pl.DataFrame({
+        "latent": (gid // 20).astype(np.int32),
+        "split": np.where((gid // 10) % 2 == 1, "score", "explain"),
+        "decile": (gid % 10).astype(np.int32),
+        "n_contexts": counts[gid],
+    }, schema={"latent": pl.Int32, "split": pl.String, "decile": pl.Int32, "n_contexts": pl.Int64})
 
 
 def _empty_pairs() -> pl.DataFrame:

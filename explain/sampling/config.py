@@ -6,6 +6,12 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field
 
+EXAMPLES_VERSION = 3
+"""Version of what explain/sampling/examples.py writes for given settings; part of the sample key
+(flows/store/ids.py), so a store sampled by older code samples again instead of lacking the new
+values. 2: score examples carry natural-population weights (explain/sampling/weights.py). 3: the weights
+post-stratify the silent contexts by trigger token (the trigger-token hard negatives stand for a stratum)."""
+
 
 class SamplingConfig(BaseModel):
     """Per-latent example sets. Defaults give N2G and an LLM explainer enough to work with and a
@@ -31,8 +37,8 @@ class SamplingConfig(BaseModel):
     """Explain set: hard negatives (trigger-token contexts and embedding neighbours where it never fires)."""
     score_activating: int = Field(default=20, ge=0)
     """Score set: activating contexts spread evenly across the 10 activation deciles."""
-    score_random: int = Field(default=20, ge=0)
-    """Score set: random contexts verified to have zero activation for the latent."""
+    score_random: int = Field(default=70, ge=0)
+    """Score set: random contexts verified silent; they carry the natural (ipw) estimate (fewer: cheaper, biased)."""
     score_similar: int = Field(default=10, ge=0)
     """Score set: hard negatives (trigger-token contexts and embedding neighbours, latent silent)."""
     similar_embedding_fraction: float = Field(default=0.5, ge=0.0, le=1.0)

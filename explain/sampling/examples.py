@@ -14,6 +14,8 @@ Every (latent, context) pair is assigned to exactly one split by a seeded hash b
 so the two splits never share a context; this is asserted on the result. Duplicate windows (same
 token ids) are removed, keeping the higher-priority example
 (top > quantile > similar by trigger > similar by embedding > random).
+Every score example has a `weight`: how many natural (score-side) tokens each of its tokens stands
+for, so the score set also estimates scores on ordinary text (explain/sampling/weights.py).
 """
 
 from __future__ import annotations
@@ -23,23 +25,25 @@ import logging
 import numpy as np
 import polars as pl
 
-from explain.sampling.activating import scan_activating
+from explain.sampling.activating import scan_pools
 from explain.sampling.config import SamplingConfig
 from explain.sampling.keys import split_of
 from explain.sampling.negatives import (
     drop_active,
     neighbour_candidates,
     random_candidates,
+    silent_trigger_counts,
     similar_candidates,
     trigger_tokens,
 )
+from explain.sampling.weights import TriggerStratum, with_weights
 from explain.sampling.windows import gather_acts, place_windows, with_window_hash
 
 __all__ = ["SamplingConfig", "assert_disjoint_splits", "sample_examples"]
 
 log = logging.getLogger(__name__)
 
-_OUTPUT_COLUMNS = ["sae_id", "latent", "split", "kind", "quantile", "ctx_id", "start", "acts"]
+_OUTPUT_COLUMNS = ["sae_id", "latent", "split", "kind", "quantile", "ctx_id", "start", "acts", "weight"]
 """The `examples` columns this module computes (dtypes: flows/store/schemas.py, applied by the store)."""
 _CANDIDATE_COLUMNS = ["latent", "ctx_id", "split", "group", "kind", "quantile", "anchor", "rank"]
 _PRIORITY = {"top": 0, "quantile": 1, "similar": 2, "neighbour": 3, "random": 4}
@@ -59,13 +63,16 @@ def _activating_candidates(top: pl.DataFrame, quantile: pl.DataFrame) -> pl.Data
 
 
 def _negative_candidates(nonzeros: pl.LazyFrame, contexts: pl.DataFrame, ok_stats: pl.DataFrame,
-                         top: pl.DataFrame, cfg: SamplingConfig) -> pl.DataFrame:
-    """Random and similar candidates with a split, verified silent for their latent."""
+                         top: pl.DataFrame, cfg: SamplingConfig) -> tuple[pl.DataFrame, TriggerStratum]:
+    """Random and similar candidates with a split, verified silent for their latent, and the latents'
+    trigger tokens with the exact number of silent score-side contexts holding one."""
     ctx_ids = np.sort(contexts["ctx_id"].to_numpy())
     random_c = random_candidates(ok_stats, ctx_ids, cfg).with_columns(
         pl.lit(-1, dtype=pl.Int32).alias("anchor"), pl.lit("random").alias("group"))
     triggers = trigger_tokens(top, contexts, cfg.n_trigger_tokens)
-    similar_c = similar_candidates(triggers, contexts, cfg).with_columns(pl.lit("similar").alias("group"))
+    similar_c, score_hits = similar_candidates(triggers, contexts, cfg)
+    similar_c = similar_c.with_columns(pl.lit("similar").alias("group"))
+    stratum = TriggerStratum(triggers, silent_trigger_counts(nonzeros, contexts, triggers, score_hits, cfg))
     parts = [similar_c, random_c]
     if cfg.similar_embedding_fraction > 0 and (cfg.explain_similar or cfg.score_similar):
         parts.append(neighbour_candidates(nonzeros, contexts, top, cfg).with_columns(
@@ -76,7 +83,7 @@ def _negative_candidates(nonzeros: pl.LazyFrame, contexts: pl.DataFrame, ok_stat
                                     cfg.explain_fraction), dtype=pl.String),
         pl.col("group").replace_strict(_KIND, return_dtype=pl.String).alias("kind"),
         pl.lit(-1, dtype=pl.Int32).alias("quantile"))
-    return drop_active(nonzeros, both)
+    return drop_active(nonzeros, both), stratum
 
 
 def _need(cfg: SamplingConfig) -> pl.DataFrame:
@@ -137,19 +144,21 @@ def sample_examples(nonzeros: pl.LazyFrame, contexts: pl.DataFrame, stats: pl.Da
 
     nonzeros: the latent_acts cache (ctx_id, pos, latent, value; rows of a context contiguous).
     contexts: ctx_id, token_ids (list[int]); every context of the corpus the cache was built on.
-    Returns sae_id, latent, split, kind, quantile, ctx_id, start, acts (list[f32]) where
-    acts[i] is the latent's activation on contexts.tokens[start + i].
+    Returns sae_id, latent, split, kind, quantile, ctx_id, start, acts (list[f32]), weight (f64) where
+    acts[i] is the latent's activation on contexts.tokens[start + i] and weight is null for explain
+    examples (explain/sampling/weights.py).
     """
     ok_stats = stats.filter(pl.col("status") == "ok").select("latent", "n_contexts", "decile_edges")
     if ok_stats.height == 0 or contexts.height == 0:
         return pl.DataFrame({name: [] for name in _OUTPUT_COLUMNS})
-    top, quantile = scan_activating(nonzeros, ok_stats, cfg)
+    scan = scan_pools(nonzeros, ok_stats, cfg)
+    negatives, stratum = _negative_candidates(nonzeros, contexts, ok_stats, scan.top, cfg)
     candidates = pl.concat(
-        [_activating_candidates(top, quantile).select(_CANDIDATE_COLUMNS),
-         _negative_candidates(nonzeros, contexts, ok_stats, top, cfg).select(_CANDIDATE_COLUMNS)],
+        [_activating_candidates(scan.top, scan.quantile).select(_CANDIDATE_COLUMNS),
+         negatives.select(_CANDIDATE_COLUMNS)],
         how="vertical_relaxed",
     )
-    chosen = _select(candidates, contexts, cfg)
+    chosen = with_weights(_select(candidates, contexts, cfg), scan.counts, stratum, contexts, cfg)
     activating = gather_acts(nonzeros, chosen.filter(pl.col("kind") == "activating"), cfg.window)
     silent = chosen.filter(pl.col("kind") != "activating").with_columns(
         pl.lit(0.0, dtype=pl.Float32).repeat_by(pl.col("length")).alias("acts"))

@@ -9,6 +9,9 @@ The neighbour search skips contexts where the latent fires and keeps a per-laten
 streams context chunks, so memory is O(latents x (pool + chunk)), never contexts x latents.
 All candidates are checked against the cache again: any candidate where the latent has a non-zero
 activation anywhere in the context is dropped.
+The trigger-token pass also counts, per latent, its score-side contexts that hold a trigger token, and
+`silent_trigger_counts` takes the active ones off with one streamed pass over the cache: the exact size
+of the trigger stratum of the score examples' weights (explain/sampling/weights.py).
 """
 
 from __future__ import annotations
@@ -19,8 +22,17 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from explain.sampling.activating import iter_whole_contexts
 from explain.sampling.config import SamplingConfig
-from explain.sampling.keys import SALT_EMBEDDING, SALT_SIMILAR, merge_bottom_k, mix64, pair_hash, sort_key
+from explain.sampling.keys import (
+    SALT_EMBEDDING,
+    SALT_SIMILAR,
+    merge_bottom_k,
+    mix64,
+    pair_hash,
+    sort_key,
+    split_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,25 +97,81 @@ def _trigger_hits(chunk: pl.DataFrame, triggers: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def similar_candidates(triggers: pl.DataFrame, contexts: pl.DataFrame, cfg: SamplingConfig) -> pl.DataFrame:
-    """Per latent, up to similar_pool contexts containing its trigger tokens (uniform by hash key).
+def similar_candidates(triggers: pl.DataFrame, contexts: pl.DataFrame,
+                       cfg: SamplingConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per latent, up to similar_pool contexts containing its trigger tokens (uniform by hash key), and
+    how many of its score-side contexts contain one (counted in the same pass, active ones included).
 
-    Returns latent, ctx_id, anchor (trigger position), rank (order by key within the latent).
+    Returns (latent, ctx_id, anchor (first trigger position), rank (order by key within the latent);
+    latent, n_contexts). The pool is the bottom-k of a hash over every trigger context, so the silent
+    score-side ones left in it after verification are a uniform sample of the latent's silent
+    score-side trigger contexts.
     """
     pool: pl.DataFrame | None = None
+    counts: list[pl.DataFrame] = []
     triggers = triggers.with_columns(pl.col("token_id").cast(pl.Int64))
     for offset in range(0, contexts.height, cfg.context_chunk):
         chunk = contexts.slice(offset, cfg.context_chunk).select("ctx_id", pl.col("token_ids").cast(pl.List(pl.Int64)))
         hits = _trigger_hits(chunk, triggers)
         if hits.height == 0:
             continue
-        keys = pair_hash(cfg.seed, SALT_SIMILAR, hits["latent"].to_numpy(), hits["ctx_id"].to_numpy())
-        hits = hits.with_columns(pl.Series("key", sort_key(keys)))
+        latent, ctx_id = hits["latent"].to_numpy(), hits["ctx_id"].to_numpy()
+        score = split_of(cfg.seed, latent, ctx_id, cfg.explain_fraction) == "score"
+        counts.append(hits.filter(pl.Series(score)).group_by("latent").agg(pl.len().cast(pl.Int64).alias("n_contexts")))
+        hits = hits.with_columns(pl.Series("key", sort_key(pair_hash(cfg.seed, SALT_SIMILAR, latent, ctx_id))))
         pool = merge_bottom_k(pool, hits, "latent", "key", cfg.similar_pool)
+    sizes = (pl.concat(counts).group_by("latent").agg(pl.col("n_contexts").sum()) if counts
+             else pl.DataFrame(schema={"latent": pl.Int32, "n_contexts": pl.Int64}))
     if pool is None:
-        return pl.DataFrame(schema={"latent": pl.Int32, "ctx_id": pl.Int64, "anchor": pl.Int32, "rank": pl.Int64})
+        empty = pl.DataFrame(schema={"latent": pl.Int32, "ctx_id": pl.Int64, "anchor": pl.Int32, "rank": pl.Int64})
+        return empty, sizes
     pool = pool.sort(["latent", "key"])
-    return pool.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("latent").alias("rank")).drop("key")
+    return pool.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("latent").alias("rank")).drop("key"), sizes
+
+
+def holds_trigger(pairs: pl.DataFrame, contexts: pl.DataFrame, triggers: pl.DataFrame) -> pl.Series:
+    """bool [pairs.height]: whether context ctx_id of each (latent, ctx_id) row holds a trigger token of
+    that latent (anywhere in the context). triggers: latent, token_id."""
+    keyed = pairs.select(pl.col("latent").cast(pl.Int32), pl.col("ctx_id").cast(pl.Int64)).with_row_index("_row")
+    if keyed.height == 0:
+        return pl.Series("trigger", [], dtype=pl.Boolean)
+    tokens = (
+        contexts.filter(pl.col("ctx_id").is_in(keyed["ctx_id"].unique().implode()))
+        .select(pl.col("ctx_id").cast(pl.Int64), pl.col("token_ids").cast(pl.List(pl.Int64)).alias("token_id"))
+        .explode("token_id").unique()
+    )
+    hit = (
+        keyed.join(triggers.select(pl.col("latent").cast(pl.Int32), pl.col("token_id").cast(pl.Int64)), on="latent")
+        .join(tokens, on=["ctx_id", "token_id"], how="semi")["_row"].unique()
+    )
+    return keyed["_row"].is_in(hit.implode()).alias("trigger")
+
+
+def silent_trigger_counts(nonzeros: pl.LazyFrame, contexts: pl.DataFrame, triggers: pl.DataFrame,
+                          score_hits: pl.DataFrame, cfg: SamplingConfig) -> pl.DataFrame:
+    """latent, n_contexts: each latent's silent score-side contexts holding one of its trigger tokens, exactly.
+
+    score_hits: latent, n_contexts of `similar_candidates` (every score-side trigger context); the ones
+    where the latent fires are found in one streamed pass over the cache (whole contexts per chunk, so a
+    (latent, context) pair is counted once) and taken off. Memory: one chunk's pairs.
+    """
+    with_triggers = triggers["latent"].unique().cast(pl.Int32)
+    source = nonzeros.select(pl.col("latent").cast(pl.Int32), pl.col("ctx_id").cast(pl.Int64), "pos").filter(
+        pl.col("latent").is_in(with_triggers.implode()))
+    active: list[pl.DataFrame] = []
+    for chunk in iter_whole_contexts(source, cfg.batch_rows):
+        pairs = chunk.select("latent", "ctx_id").unique()
+        score = split_of(cfg.seed, pairs["latent"].to_numpy(), pairs["ctx_id"].to_numpy(), cfg.explain_fraction)
+        pairs = pairs.filter(pl.Series(score == "score"))
+        pairs = pairs.filter(holds_trigger(pairs, contexts, triggers))
+        active.append(pairs.group_by("latent").agg(pl.len().cast(pl.Int64).alias("active")))
+    fired = (pl.concat(active).group_by("latent").agg(pl.col("active").sum()) if active
+             else pl.DataFrame(schema={"latent": pl.Int32, "active": pl.Int64}))
+    sizes = score_hits.with_columns(pl.col("latent").cast(pl.Int32)).join(fired, on="latent", how="left").select(
+        "latent", (pl.col("n_contexts") - pl.col("active").fill_null(0)).alias("n_contexts"))
+    if sizes.filter(pl.col("n_contexts") < 0).height:
+        raise AssertionError("more active score-side trigger contexts than score-side trigger contexts")
+    return sizes
 
 
 def token_weights(contexts: pl.DataFrame, dims: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from flows.config import RunConfig
 
 FLAG_NAMES = {"sae_path": "--sae"}
 """Fields whose flag is not derived from the field name."""
@@ -106,3 +110,27 @@ def config_from_args(model: type[BaseModel], args: argparse.Namespace, defaults:
         else:
             base[key] = value
     return model(**{**base, **extra})
+
+
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    """`-v/--verbose` on a (sub)command; SUPPRESS keeps a `-v` given before the subcommand."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+
+
+def add_run_flags(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
+    """The flags of `latent-atlas run` (every field of RunConfig, run's defaults in the help); `only`: just
+    these top-level fields (a group name brings its whole block)."""
+    from flows.config import CLI_HIDDEN, RunConfig
+
+    skip = [] if only is None else [name for name in RunConfig.model_fields if name not in only]
+    add_model_flags(parser, RunConfig, skip=skip, defaults=RunConfig(), hidden=CLI_HIDDEN)
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig of the flags given, on run's defaults; the store defaults to $LATENT_ATLAS_STORE or
+    ./atlas-store."""
+    from flows.config import RunConfig
+    from flows.store import default_store_root
+
+    store = getattr(args, "store", None) or str(default_store_root())
+    return config_from_args(RunConfig, args, defaults=RunConfig(), store=store)  # type: ignore[return-value]

@@ -1,4 +1,9 @@
-"""`latent-atlas` command line: flags are generated from the pydantic configs and their docstrings."""
+"""`latent-atlas` command line: flags are generated from the pydantic configs and their docstrings.
+
+Commands: run (the whole pipeline); encode, sample, explain, score, report (one stage each, with run's
+flags: flows/cli/stages.py); train-sae (flows/cli/train.py); status (flows/cli/status.py); serve and
+deploy (the pipeline on a schedule: flows/cli/schedule.py). docs/cli.md describes each.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,15 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from flows.cli.flags import add_model_flags, config_from_args, flag_name
-from flows.config import CLI_HIDDEN, GROUPS, RunConfig
+from flows.cli.flags import add_run_flags, add_verbose_flag, flag_name, run_config
+from flows.cli.schedule import COMMANDS as SCHEDULE_COMMANDS
+from flows.cli.schedule import add_schedule_commands, schedule_command
+from flows.config import GROUPS
 from flows.store import Store, default_store_root
 
 log = logging.getLogger("latent_atlas")
@@ -22,30 +29,41 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionErro
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="latent-atlas", description=__doc__)
+    """The `latent-atlas` parser: every command takes `-v/--verbose`, before or after its name."""
+    from flows.cli.stages import add_stage_commands
+    from flows.cli.train import add_train_flags
+
+    parser = argparse.ArgumentParser(prog="latent-atlas", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train or load an SAE, explain and score its latents, write reports",
                          description="Corpus -> activations -> SAE -> latent cache -> examples -> "
                                      "explanations -> scores -> reports, resumable; defaults run offline.")
-    add_model_flags(run, RunConfig, defaults=RunConfig(), hidden=CLI_HIDDEN)
-    train = sub.add_parser("train-sae", help="train a TopK SAE from an activation file (.npy/.safetensors/Parquet)")
-    from flows.cli.train import add_train_flags
-
+    add_verbose_flag(run)
+    add_run_flags(run)
+    add_stage_commands(sub)
+    train = sub.add_parser("train-sae", help="train a TopK SAE from an activation file (.npy/.safetensors/Parquet)",
+                           description="Train a TopK SAE on an activation file with run's SAE and training "
+                                       "settings; a store's activation file gives the SAE its model and layer.")
+    add_verbose_flag(train)
     add_train_flags(train)
-    report = sub.add_parser("report", help="rebuild the HTML reports and dashboard of a store")
-    report.add_argument("--store", default=None, help="store directory (default: ./atlas-store)")
-    report.add_argument("--sae-id", default=None, help="only this SAE (default: all)")
+    status = sub.add_parser("status", help="what a store holds: runs, explanations, scores, failures, LLM spend",
+                            description="Print a store's runs, explained and scored latents, failures by reason "
+                                        "and LLM spend; read-only.")
+    add_verbose_flag(status)
+    status.add_argument("--store", default=None, help="store directory (default: $LATENT_ATLAS_STORE or ./atlas-store)")
+    add_schedule_commands(sub)
+    for command in sub.choices.values():
+        if "--verbose" not in command._option_string_actions:
+            add_verbose_flag(command)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
-    from flows.reports.summary import format_summary, score_summary, unscored_summary
-
-    store = args.store or str(default_store_root())
-    cfg = config_from_args(RunConfig, args, defaults=RunConfig(), store=store)
     from flows.cli.preflight import check_run_config
+    from flows.reports.summary import summary_text
 
+    cfg = run_config(args)
     check_run_config(cfg)
     if cfg.dry_run:
         from flows.pipeline import dry_run_flow
@@ -56,21 +74,22 @@ def _run(args: argparse.Namespace) -> int:
 
     summary = pipeline(cfg)
     out = Store(cfg.store)
+    text = summary_text(out, summary["sae_id"], summary["score_keys"], summary["stats_key"], summary["explain_keys"])
     sys.stdout.write(
-        f"\nSAE {summary['sae_id']}  ({summary['wall_s']} s)\n"
-        f"{format_summary(score_summary(out, summary['sae_id'], summary['score_keys']))}\n"
-        f"{unscored_summary(out, summary['sae_id'], summary['stats_key'], summary['explain_keys'])}\n\n"
+        f"\nSAE {summary['sae_id']}  ({summary['wall_s']} s)\n{text}\n\n"
         f"dashboard: {Path(summary['report']).resolve()}\n"
         f"tables:    {out.root.resolve()}/<table>/*.parquet\n"
     )
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    from flows.reports import write_reports
+def _status(args: argparse.Namespace) -> int:
+    from flows.cli.preflight import require_store
+    from flows.cli.status import store_status
 
-    path = write_reports(Store(args.store or default_store_root()), args.sae_id)
-    sys.stdout.write(f"dashboard: {Path(path).resolve()}\n")
+    store = Store(args.store or default_store_root())
+    require_store(store.root)
+    sys.stdout.write(store_status(store) + "\n")
     return 0
 
 
@@ -80,12 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "httpcore", "openai"):  # one line per HTTP request to the Prefect API otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    commands = {"run": _run, "report": _report}
-    try:
-        if args.command == "train-sae":
-            from flows.cli.train import train_sae_command
+    from flows.cli.stages import STAGES, stage_command
+    from flows.cli.train import train_sae_command
 
-            return train_sae_command(args)
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": _run, "train-sae": train_sae_command, "status": _status, **dict.fromkeys(STAGES, stage_command),
+        **dict.fromkeys(SCHEDULE_COMMANDS, schedule_command)}
+    try:
         return commands[args.command](args)
     except ValidationError as exc:
         err = exc.errors()[0]

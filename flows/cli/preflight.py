@@ -11,14 +11,26 @@ from flows.config import RunConfig
 CORPUS_SUFFIXES = (".txt", ".jsonl", ".parquet", ".json")
 
 
-def check_run_config(cfg: RunConfig) -> None:
-    """Raise ValueError / FileNotFoundError with a one-line message for the first problem found."""
+def check_run_config(cfg: RunConfig, llm: bool = True) -> None:
+    """Raise ValueError / FileNotFoundError with a one-line message for the first problem found; `llm`:
+    also check the LLM settings (for the commands that explain or score)."""
     _check_corpus(cfg.data.corpus)
     if cfg.sae_path and not Path(cfg.sae_path).exists():
         raise FileNotFoundError(f"--sae {cfg.sae_path}: no such file or directory")
     _check_store(Path(cfg.store))
     _check_layer(cfg)
-    _check_llm(cfg)
+    if llm:
+        _check_llm(cfg)
+
+
+def require_store(store: str | Path) -> None:
+    """Commands that read a store (all but run, encode and train-sae) never create one: a missing
+    directory is a typo, not an empty store."""
+    path = Path(store)
+    if not path.exists():
+        raise FileNotFoundError(f"--store {store}: no such store (`latent-atlas run` or `encode` creates one)")
+    if not path.is_dir():
+        raise NotADirectoryError(f"--store {store}: not a directory")
 
 
 def _check_corpus(corpus: str | None) -> None:

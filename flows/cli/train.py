@@ -1,47 +1,95 @@
-"""`latent-atlas train-sae`: train a TopK SAE from an activation file and save it (SAELens layout)."""
+"""`latent-atlas train-sae`: train a TopK SAE from an activation file and save it (SAELens layout).
+
+The SAE and training flags are run's (the `sae` and `train` groups of RunConfig, with run's defaults),
+as are `--device` and `--seed`, so `train-sae` on a store's activation file with a run's flags trains
+the SAE that run trains. Such a file (`<store>/cache/activations/<activations_id>.npy`) is named after
+its dataset, model and layer; the SAE records them from the store's SAEs and runs (cfg.json metadata).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
-from flows.cli.flags import add_model_flags, config_from_args
+from flows.cli.flags import add_run_flags, run_config
+from flows.store import Store
 
 log = logging.getLogger(__name__)
 
-SAE_SKIP = ("d_in",)
-TRAIN_SKIP = ("betas", "bf16_autocast", "progress", "batch_size")
+TRAIN_SAE_FIELDS = ("sae", "train", "device", "seed")
+"""The RunConfig fields train-sae takes flags for (the rest shape no SAE trained from a file)."""
+LINEAGE_KEYS = ("model", "model_fingerprint", "layer", "dataset_id")
+"""What an SAE trained in a run records in its cfg.json metadata (flows/stages/sae.py)."""
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    from sae.config import SAEConfig, TrainConfig
-
+    """--activations and --out, then run's SAE, training, device and seed flags."""
     parser.add_argument("--activations", required=True,
                         help="activation file [tokens, d_in]: .npy (memory-mapped), .safetensors or Parquet")
     parser.add_argument("--out", required=True, help="directory to save the SAE in (SAELens v6 layout)")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, default=4096,
-                        help="tokens per optimiser step (default: 4096)")
-    add_model_flags(parser, SAEConfig, skip=SAE_SKIP)
-    add_model_flags(parser, TrainConfig, skip=TRAIN_SKIP)
+    add_run_flags(parser, only=TRAIN_SAE_FIELDS)
 
 
 def train_sae_command(args: argparse.Namespace) -> int:
+    """Train on the file with run's settings and save the SAE with what the file was computed from."""
+    from flows.stages.data import resolve_device
     from flows.stages.sae import INIT_SAMPLE_TOKENS, sample_rows
-    from sae.config import SAEConfig, TrainConfig
+    from sae.config import SAEConfig
     from sae.data.activation_files import open_activations, shuffled_batches
     from sae.formats import save_sae
     from sae.train import train_sae
 
-    acts = open_activations(args.activations)
-    sae_cfg = config_from_args(SAEConfig, args, d_in=int(acts.shape[1]))
-    train_cfg = config_from_args(TrainConfig, args, batch_size=args.batch_size)
-    batches = shuffled_batches(acts, args.batch_size, train_cfg.tokens, seed=train_cfg.seed)
-    result = train_sae(sae_cfg, train_cfg, batches, sample_rows(acts, INIT_SAMPLE_TOKENS, seed=train_cfg.seed))
+    cfg = run_config(args)
+    path = Path(args.activations)
+    acts = open_activations(path)
+    sae_cfg = SAEConfig(d_in=int(acts.shape[1]), **cfg.sae.model_dump())
+    train_cfg = cfg.train.model_copy(update={"device": resolve_device(cfg.device)})
+    batches = shuffled_batches(acts, train_cfg.batch_size, train_cfg.tokens, seed=cfg.seed)
+    result = train_sae(sae_cfg, train_cfg, batches, sample_rows(acts, INIT_SAMPLE_TOKENS, seed=cfg.seed))
     out = Path(args.out)
-    save_sae(result.sae, out, metadata={"activations": str(Path(args.activations).resolve())},
+    lineage = activation_lineage(path)
+    save_sae(result.sae, out, metadata={"activations": str(path.resolve()), **lineage},
              training_stats=dict(result.stats))
     stats = ", ".join(f"{k} {v:.4g}" for k, v in result.stats.items() if isinstance(v, int | float))
-    sys.stdout.write(f"saved SAE to {out.resolve()}\n{stats}\n")
+    source = f" (model {lineage['model']}, layer {lineage['layer']})" if lineage else ""
+    sys.stdout.write(f"saved SAE to {out.resolve()}{source}\n{stats}\n")
     return 0
+
+
+def activation_lineage(path: Path) -> dict:
+    """Model, model fingerprint, layer and dataset of a store's activation file, from the store's records
+    of them (its SAEs' metadata, its runs' inputs); {} for a file outside a store or one it has no record of."""
+    from flows.store.ids import activations_id
+
+    path = path.resolve()
+    if path.suffix != ".npy" or path.parent.name != "activations" or path.parent.parent.name != "cache":
+        return {}
+    store = Store(path.parents[2])
+    for record in _lineage_records(store):
+        try:
+            ds, layer, fp = str(record["dataset_id"]), int(record["layer"]), str(record["model_fingerprint"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        # activations_id: "<dataset>-<model type>-L<layer>-<weights hash>"; the model type is the file's own
+        model_type = path.stem.removeprefix(f"{ds}-").rpartition(f"-L{layer}-")[0]
+        if model_type and activations_id(ds, model_type, fp, layer) == path.stem:
+            return {key: record[key] for key in LINEAGE_KEYS if key in record}
+    log.info("%s: no record of this activation file in its store; the SAE records no model or layer", path)
+    return {}
+
+
+def _lineage_records(store: Store) -> list[dict]:
+    """Every (model, model_fingerprint, layer, dataset_id) record of a store: SAE metadata, then run inputs."""
+    records = []
+    for cfg_file in sorted(store.root.glob("saes/*/cfg.json")):
+        try:
+            records.append(json.loads(cfg_file.read_text()).get("metadata") or {})
+        except (OSError, ValueError):
+            continue
+    if store.has("runs"):
+        for inputs in store.scan("runs").select("inputs").collect().get_column("inputs").drop_nulls():
+            records.append(json.loads(inputs or "{}"))
+    return [r for r in records if isinstance(r, dict) and r.get("layer") is not None]

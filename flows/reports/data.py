@@ -117,12 +117,28 @@ def _latest_explanations(frame: pl.DataFrame) -> pl.DataFrame:
     return _latest(frame, ["sae_id", "latent", "explainer"], "created_at")
 
 
+HEADLINE_RANK = {("natural", "exact"): 3, ("natural", None): 3, ("natural", "ipw"): 2}
+"""Which row of a (latent, explainer, scorer) is the headline: the exact natural row (pattern explanations;
+a null estimator is a store written before estimators existed, when natural rows were all exact), else
+the ipw estimate of the natural population, else the sampled row (rank 0)."""
+
+
+def _headline_rank() -> pl.Expr:
+    rank = pl.lit(0, dtype=pl.Int8)
+    for (population, estimator), value in HEADLINE_RANK.items():
+        same = pl.col("estimator").is_null() if estimator is None else pl.col("estimator") == estimator
+        rank = pl.when((pl.col("population") == population) & same).then(pl.lit(value, dtype=pl.Int8)).otherwise(rank)
+    return rank
+
+
 def _latest_scores(scores: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
     """One score row per (sae_id, latent, explainer, scorer): the one of the most recently started run,
-    its natural-population row where there is one (the headline), else its sampled row."""
+    its headline row by HEADLINE_RANK (exact natural > ipw natural > sampled)."""
     key = ["sae_id", "latent", "explainer", "scorer"]
     if scores.height and "population" in scores.columns:
-        scores = scores.with_columns((pl.col("population") == "natural").cast(pl.Int8).alias("_natural"))
+        if "estimator" not in scores.columns:
+            scores = scores.with_columns(pl.lit(None, dtype=pl.String).alias("estimator"))
+        scores = scores.with_columns(_headline_rank().alias("_natural"))
     if scores.height and "run_id" in scores.columns and {"run_id", "started_at"} <= set(runs.columns):
         started = runs.select("run_id", pl.col("started_at").cast(pl.String).alias("_started"))
         started = started.unique(subset=["run_id"], keep="last")
@@ -140,7 +156,7 @@ def _real_simulations(store: Store, sae_id: str | None, where: pl.Expr | None) -
 
 
 def current_keys(runs: pl.DataFrame, sae_id: str | None) -> dict[str, set[str]]:
-    """Resume keys of the newest ok run of each SAE (of `sae_id` only, when given), merged per key name.
+    """Resume keys of the newest ok run that scored, per SAE (of `sae_id` only, when given), merged per key name.
 
     Empty when no run recorded keys (a store written before they existed): then nothing is filtered.
     """
@@ -149,9 +165,10 @@ def current_keys(runs: pl.DataFrame, sae_id: str | None) -> dict[str, set[str]]:
     ok = runs.filter((pl.col("status") == "ok") & pl.col("keys").is_not_null()).sort("started_at")
     newest: dict[str, dict] = {}
     for keys_json, inputs_json in ok.select("keys", "inputs").iter_rows():
-        run_sae = json.loads(inputs_json or "{}").get("sae_id")
-        if run_sae and (sae_id is None or run_sae == sae_id):
-            newest[run_sae] = json.loads(keys_json)
+        run_sae, keys = json.loads(inputs_json or "{}").get("sae_id"), json.loads(keys_json)
+        # only runs that scored say which rows are current (an `explain` alone names no score keys)
+        if run_sae and (sae_id is None or run_sae == sae_id) and keys.get("score_keys"):
+            newest[run_sae] = keys
     merged: dict[str, set[str]] = {}
     for keys in newest.values():
         for name, value in keys.items():

@@ -13,6 +13,7 @@ import numpy as np
 
 from flows.reports.data import LatentKey, ReportData, TokenText, is_baseline, parse_patterns
 from flows.reports.html import esc, num, num_cell, page, shaded_window, table
+from flows.reports.summary import population_label
 from score.metrics import METRICS as SCORE_COLUMNS
 
 STAT_SKIP = {"sae_id", "latent"}
@@ -95,10 +96,12 @@ def _explanation_block(row: dict) -> str:
 def _scores_section(scores: list[dict]) -> str:
     if not scores:
         return "<h2>Scores</h2><p class=muted>not scored</p>"
-    header = ["explainer", "scorer", *SCORE_COLUMNS, "threshold", "n_tokens", "n_positive", "run_id"]
+    header = ["explainer", "scorer", "population", *SCORE_COLUMNS, "threshold", "n_tokens", "n_positive", "run_id"]
     ordered = sorted(scores, key=lambda r: (r["scorer"], is_baseline(r["explainer"]), r["explainer"]))
     rows = [
-        [esc(r["explainer"]), esc(r["scorer"]), *(num_cell(r.get(c)) for c in SCORE_COLUMNS),
+        # the population says whether the row is exact or an estimate ("natural (ipw)")
+        [esc(r["explainer"]), esc(r["scorer"]), esc(population_label(r)),
+         *(num_cell(r.get(c)) for c in SCORE_COLUMNS),
          num_cell(r.get("threshold")), num_cell(r.get("n_tokens")), num_cell(r.get("n_positive")),
          esc(r.get("run_id") or "")]
         for r in ordered

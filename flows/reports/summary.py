@@ -7,26 +7,49 @@ import polars as pl
 
 from flows.store import Store
 from flows.store.rows import latest_rows
+from score.deciles import N_DECILES
 from score.intervals import median_interval
 from score.metrics import METRICS
 
+SUMMARY_METRICS = ("correlation", "auroc", "precision", "recall", "f1")
+"""Column order of the summary: the graded agreement first (correlation and AUROC of the simulated
+activation, as Bills et al. report simulation scores), then the thresholded precision, recall and F1."""
+
 POPULATION_ORDER = {"natural": 0, "sampled": 1}
 """The natural population is the headline; the sampled score set is kept for comparison with other tools."""
+ESTIMATOR_ORDER = {"exact": 0, "ipw": 1, "sample": 2}
+"""Of a (population, explainer, scorer) with several estimators, the summary shows the first: a natural
+row is exact where the explainer has exact rows (pattern explanations), else the ipw estimate."""
 
 
-def score_summary(store: Store, sae_id: str, score_keys: list[str] | None = None) -> pl.DataFrame:
-    """Median of each metric per (explainer, scorer), with the number of latents scored: over the rows of
-    `score_keys` (a run's own settings) when given, else over every score of the SAE."""
-    if not store.has("scores"):
-        return pl.DataFrame()
+def headline_rows(store: Store, sae_id: str, score_keys: list[str] | None = None) -> pl.LazyFrame:
+    """The score rows a summary reads: of `score_keys` (a run's own settings) when given, else every
+    score of the SAE; one estimator per (population, explainer, scorer), the best it has."""
     rows = store.scan("scores").filter(pl.col("sae_id") == sae_id)
     if score_keys is not None:
         rows = rows.filter(pl.col("score_key").is_in(score_keys))
-    if "population" not in rows.collect_schema().names():  # a store written before populations existed
+    names = rows.collect_schema().names()
+    if "population" not in names:  # a store written before populations existed
         rows = rows.with_columns(pl.lit("sampled").alias("population"))
+    if "estimator" not in names:  # before estimators: natural rows were exact, the rest the score set
+        rows = rows.with_columns(pl.lit(None, dtype=pl.String).alias("estimator"))
+    rows = rows.with_columns(pl.col("estimator").fill_null(
+        pl.when(pl.col("population") == "natural").then(pl.lit("exact")).otherwise(pl.lit("sample"))))
+    # one estimator per (population, explainer, scorer): the best one it has, over all its latents
+    best = pl.col("_estimator_order").min().over("population", "explainer", "scorer")
+    return (rows.with_columns(pl.col("estimator").replace_strict(ESTIMATOR_ORDER, default=9).alias("_estimator_order"))
+            .filter(pl.col("_estimator_order") == best).drop("_estimator_order"))
+
+
+def score_summary(store: Store, sae_id: str, score_keys: list[str] | None = None) -> pl.DataFrame:
+    """Median of each metric per (population, explainer, scorer), with the number of latents scored and the
+    estimator behind the rows (see `headline_rows`)."""
+    if not store.has("scores"):
+        return pl.DataFrame()
+    rows = headline_rows(store, sae_id, score_keys)
     summary = (
         rows
-        .group_by("population", "explainer", "scorer")
+        .group_by("population", "estimator", "explainer", "scorer")
         .agg(pl.len().alias("latents"), *[pl.col(m).fill_nan(None).median().alias(m) for m in METRICS],
              pl.col("f1").fill_nan(None).alias("_f1"))
         .with_columns(pl.col("population").replace_strict(POPULATION_ORDER, default=9).alias("_order"))
@@ -44,15 +67,52 @@ def format_summary(summary: pl.DataFrame) -> str:
     """Medians table: the natural population (every held-out token) first, then the sampled score set."""
     if summary.is_empty():
         return "no scores yet"
-    header = (f"{'population':<12}{'explainer':<14}{'scorer':<12}{'latents':>8}" + "".join(f"{m:>13}" for m in METRICS)
-              + f"{'F1 95% CI':>17}")
+    header = (f"{'population':<17}{'explainer':<14}{'scorer':<12}{'latents':>8}"
+              + "".join(f"{m:>13}" for m in SUMMARY_METRICS) + f"{'F1 95% CI':>17}")
     lines = [header]
     for row in summary.iter_rows(named=True):
-        cells = "".join(f"{row[m]:>13.3f}" if row[m] is not None else f"{'-':>13}" for m in METRICS)
+        cells = "".join(f"{row[m]:>13.3f}" if row[m] is not None else f"{'-':>13}" for m in SUMMARY_METRICS)
         ci = f"[{row['f1_lo']:.3f}, {row['f1_hi']:.3f}]" if row.get("f1_lo") is not None else "-"
-        lines.append(f"{row['population']:<12}{row['explainer']:<14}{row['scorer']:<12}{row['latents']:>8}{cells}"
-                     f"{ci:>17}")
+        lines.append(f"{population_label(row):<17}{row['explainer']:<14}{row['scorer']:<12}{row['latents']:>8}"
+                     f"{cells}{ci:>17}")
     return "\n".join(lines)
+
+
+def decile_summary(store: Store, sae_id: str, score_keys: list[str] | None = None) -> pl.DataFrame:
+    """Per natural (explainer, scorer): the median over latents of the recall in each activation decile
+    (d1 weakest .. d10 strongest; score/deciles.py): which strengths of activation an explanation covers."""
+    if not store.has("scores") or "decile_recall" not in store.scan("scores").collect_schema().names():
+        return pl.DataFrame()
+    rows = (headline_rows(store, sae_id, score_keys)
+            .filter((pl.col("population") == "natural") & pl.col("decile_recall").is_not_null())
+            .select("estimator", "explainer", "scorer", "decile_recall").collect())
+    if rows.is_empty():
+        return pl.DataFrame()
+    deciles = rows.with_columns(pl.col("decile_recall").list.to_struct(
+        fields=[f"d{i + 1}" for i in range(N_DECILES)])).unnest("decile_recall")
+    names = [f"d{i + 1}" for i in range(N_DECILES)]
+    return deciles.group_by("estimator", "explainer", "scorer").agg(
+        *[pl.col(n).median() for n in names]).sort("scorer", "explainer")
+
+
+def format_deciles(deciles: pl.DataFrame) -> str:
+    """The decile table as text: one line per natural (explainer, scorer)."""
+    if deciles.is_empty():
+        return ""
+    names = [f"d{i + 1}" for i in range(N_DECILES)]
+    lines = ["recall by activation decile (natural population, median over latents; d1 weakest):",
+             f"{'explainer':<14}{'scorer':<12}" + "".join(f"{n:>7}" for n in names)]
+    for row in deciles.iter_rows(named=True):
+        cells = "".join(f"{row[n]:>7.2f}" if row[n] is not None else f"{'-':>7}" for n in names)
+        lines.append(f"{row['explainer']:<14}{row['scorer']:<12}{cells}")
+    return "\n".join(lines)
+
+
+def population_label(row: dict) -> str:
+    """"natural (exact)", "natural (ipw)" or "sampled": the population and, for natural rows, how it was
+    computed (a reader must not take an estimate for an exact count)."""
+    population, estimator = row.get("population") or "sampled", row.get("estimator")
+    return f"{population} ({estimator})" if population == "natural" and estimator else population
 
 
 def unscored_summary(store: Store, sae_id: str, stats_key: str, explain_keys: list[str]) -> str:
@@ -71,3 +131,11 @@ def unscored_summary(store: Store, sae_id: str, stats_key: str, explain_keys: li
     if not reasons:
         return "not scored: none"
     return "not scored: " + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+
+
+def summary_text(store: Store, sae_id: str, score_keys: list[str], stats_key: str, explain_keys: list[str]) -> str:
+    """What a command prints after scoring: the medians table, recall by decile, and what was not scored."""
+    parts = [format_summary(score_summary(store, sae_id, score_keys)),
+             format_deciles(decile_summary(store, sae_id, score_keys)),
+             unscored_summary(store, sae_id, stats_key, explain_keys)]
+    return "\n\n".join(p for p in parts if p)

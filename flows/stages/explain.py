@@ -1,8 +1,9 @@
 """The explain stage: the run's one explainer over every selected latent, resumable per latent.
 
-Latents are processed in chunks; each chunk's rows are appended as one part as soon as it is done (and
-the LLM call log flushed), so an interrupted run loses at most one chunk and a rerun only does the
-latents that have no ok row yet. Failed and skipped explanations are rows too; a rerun retries them.
+Latents are processed in chunks, one Prefect task each (flows/tasks.py); each chunk's rows are appended
+as one part as soon as it is done (and the LLM call log flushed), so an interrupted run loses at most one
+chunk and a rerun only does the latents that have no ok row yet. Failed and skipped explanations are rows
+too; a rerun retries the LLM's (they may be transient).
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import logging
 from typing import TYPE_CHECKING
 
 import polars as pl
-from tqdm import tqdm
 
 from explain.explainers.base import Explainer
 from explain.explainers.llm import LLMExplainer
-from explain.explainers.n2g import N2GExplainer
+from explain.explainers.n2g import CorpusSource, N2GExplainer
+from explain.latents.corpus_index import CorpusIndex
 from flows.config import RunConfig, key_fields
-from flows.stages.data import DataRef
-from flows.stages.latents import read_stats, selected_latents
+from flows.stages.data import DataRef, read_contexts
+from flows.stages.latents import read_latent_acts, read_stats, selected_latents
 from flows.stages.sampling import load_records
 from flows.store import Store
 from flows.store.ids import explain_key, sample_key, stats_key
@@ -29,16 +30,37 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHUNK_LATENTS = 256
-"""Latents per chunk: one part per chunk and table, the most work an interruption loses."""
 
-
-def make_explainer(cfg: RunConfig, session: LLMSession | None) -> Explainer:
-    """The run's explainer. Without a session the LLM explainer can only plan its requests (dry run)."""
+def make_explainer(cfg: RunConfig, session: LLMSession | None, source: CorpusSource | None = None) -> Explainer:
+    """The run's explainer. Without a session the LLM explainer can only plan its requests (dry run);
+    N2G mines on `source` (the corpus) when given, else on the explain windows (enough for its key)."""
     if cfg.explainer == "llm":
         client, budget = (session.client, session.budget) if session is not None else (None, None)
         return LLMExplainer(client, budget=budget, progress=True)
-    return N2GExplainer(cfg.n2g)
+    return N2GExplainer(cfg.n2g, source)
+
+
+_SOURCES: dict[tuple[str, str, str], CorpusSource] = {}
+"""Corpus sources built in this process, by (store, dataset, SAE): every chunk task of a run reuses one."""
+
+
+def corpus_source(cfg: RunConfig, data: DataRef, sid: str) -> CorpusSource:
+    """The corpus and the latent cache of `sid`, for N2G to mine every explain-side context (built once
+    per process; the split seed and fraction are the run's, so they are part of the source)."""
+    store = Store(cfg.store)
+    key = (str(store.root.resolve()), data.dataset_id, sid)
+    if key not in _SOURCES:
+        index = CorpusIndex.from_contexts(read_contexts(store, data.dataset_id))
+        _SOURCES.clear()  # one corpus at a time: an index holds ~16 bytes per token per n-gram shape
+        _SOURCES[key] = CorpusSource(index, lambda latents: read_latent_acts(store, sid, latents), 0, 0.5)
+    source = _SOURCES[key]
+    return CorpusSource(source.index, source.acts, cfg.seed, cfg.sampling.explain_fraction)
+
+
+def run_explainer(cfg: RunConfig, data: DataRef, sid: str, session: LLMSession | None) -> Explainer:
+    """The run's explainer, ready to explain `sid`'s latents (N2G gets the corpus)."""
+    source = corpus_source(cfg, data, sid) if cfg.explainer == "n2g" else None
+    return make_explainer(cfg, session, source)
 
 
 def identity(cfg: RunConfig, component: object, uses_llm: bool) -> dict:
@@ -63,7 +85,7 @@ def pending_latents(store: Store, cfg: RunConfig, sid: str, explainer: Explainer
     can be transient (an LLM call); N2G is deterministic, so its failure ("no n-gram precise enough")
     would only come back again and is kept as the answer.
     """
-    wanted = selected_latents(read_stats(store, sid, stats_key(cfg)), cfg.max_latents)
+    wanted = selected_latents(read_stats(store, sid, stats_key(cfg)), cfg.max_latents, cfg.latents, cfg.seed)
     done = latest_explanations(store, sid, explainer.name, explainer_key(cfg, explainer))
     final = ["ok"] if cfg.explainer == "llm" else ["ok", "failed"]
     done = done.filter(pl.col("status").is_in(final))
@@ -71,20 +93,24 @@ def pending_latents(store: Store, cfg: RunConfig, sid: str, explainer: Explainer
     return [latent for latent in wanted if latent not in done_set]
 
 
-def explain_pending(cfg: RunConfig, data: DataRef, sid: str, run_id: str, explainer: Explainer,
-                    session: LLMSession | None) -> int:
-    """Explanations by `explainer` for every pending latent, a chunk at a time; returns how many rows
-    were written (failures included)."""
+def pending_chunks(cfg: RunConfig, sid: str, explainer: Explainer) -> list[list[int]]:
+    """The pending latents in chunks of `--chunk-latents` (one task, and one part per table, each)."""
+    todo = pending_latents(Store(cfg.store), cfg, sid, explainer)
+    size = cfg.chunk_latents
+    return [todo[start: start + size] for start in range(0, len(todo), size)]
+
+
+def explain_chunk(cfg: RunConfig, data: DataRef, sid: str, run_id: str, explainer: Explainer,
+                  session: LLMSession | None, latents: list[int]) -> int:
+    """Explain those of `latents` still pending and append their rows as one part (and flush the LLM call
+    log); returns how many rows were written (failures included). Rerunning a chunk writes nothing twice."""
     store, key = Store(cfg.store), explainer_key(cfg, explainer)
-    todo = pending_latents(store, cfg, sid, explainer)
-    written = 0
-    with tqdm(total=len(todo), desc=f"explain ({explainer.name})", unit="latent") as bar:
-        for start in range(0, len(todo), CHUNK_LATENTS):
-            chunk = todo[start: start + CHUNK_LATENTS]
-            explanations = explainer.explain_many(load_records(store, cfg, sid, data.dataset_id, chunk))
-            store.append("explanations", explanation_frame(explanations, sid, run_id, key), part=sid)
-            if session is not None:
-                session.flush_calls()
-            written += len(explanations)
-            bar.update(len(chunk))
-    return written
+    pending = set(pending_latents(store, cfg, sid, explainer))
+    chunk = [latent for latent in latents if latent in pending]
+    if not chunk:
+        return 0
+    explanations = explainer.explain_many(load_records(store, cfg, sid, data.dataset_id, chunk))
+    store.append("explanations", explanation_frame(explanations, sid, run_id, key), part=sid)
+    if session is not None:
+        session.flush_calls()
+    return len(explanations)

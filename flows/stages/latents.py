@@ -16,7 +16,7 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
-from flows.config import RunConfig
+from flows.config import RunConfig, parse_latents
 from flows.stages.data import DataRef, load_subject, read_contexts
 from flows.stages.sae import load_stored_sae
 from flows.store import Store
@@ -29,6 +29,12 @@ ENCODE_BATCH_CONTEXTS = 256
 
 def latent_acts_dir(store: Store, sid: str):
     return store.table_dir("latent_acts") / sid
+
+
+def read_latent_acts(store: Store, sid: str, latents: list[int]) -> pl.DataFrame:
+    """The cached activations of `latents`: rows (ctx_id, pos, latent, value), value > 0."""
+    cache = latent_acts_dir(store, sid) / "*.parquet"
+    return pl.scan_parquet(str(cache)).filter(pl.col("latent").is_in(latents)).drop("sae_id").collect()
 
 
 def cache_latents(cfg: RunConfig, data: DataRef, sid: str) -> int:
@@ -96,7 +102,16 @@ def read_stats(store: Store, sid: str, key: str) -> pl.DataFrame:
             .sort("latent").collect())
 
 
-def selected_latents(stats: pl.DataFrame, max_latents: int | None) -> list[int]:
-    """Latents to explain: status ok, lowest ids first, at most `max_latents`."""
-    latents = stats.filter(pl.col("status") == "ok")["latent"].to_list()
-    return latents[:max_latents] if max_latents else latents
+def selected_latents(stats: pl.DataFrame, max_latents: int | None, latents: str | None = None,
+                     seed: int = 0) -> list[int]:
+    """Latents to explain: status ok, restricted to the `--latents` selection (ranges, or a seeded
+    random sample of the ok latents), lowest ids first, at most `max_latents`."""
+    ok = stats.filter(pl.col("status") == "ok")["latent"].to_list() if stats.height else []
+    if latents is not None:
+        ranges, n_sample = parse_latents(latents)
+        if n_sample is not None:
+            pick = np.random.default_rng([seed, 0x5E1EC7]).choice(len(ok), size=min(n_sample, len(ok)), replace=False)
+            ok = sorted(ok[i] for i in pick)
+        else:
+            ok = [lat for lat in ok if any(lo <= lat <= hi for lo, hi in ranges)]
+    return ok[:max_latents] if max_latents else ok

@@ -16,6 +16,7 @@ import polars as pl
 
 from explain.llm.client import CallRecorder, CostBudget, DirectoryResponseCache, LLMClient, LLMSettings
 from flows.config import RunConfig
+from flows.runners import parallel_share
 from flows.store import Store
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ def llm_settings(cfg: RunConfig) -> LLMSettings:
 
 
 def session_for(cfg: RunConfig, run_id: str) -> LLMSession | None:
-    """The run's LLM session, created on first use (one per run, so the budget spans all stages);
-    None when the run needs no LLM."""
+    """The run's LLM session, created on first use (one per run and process, so the budget spans all
+    stages; a Dask worker's session gets its share of it, flows/runners.py); None when the run needs no LLM."""
     if not cfg.needs_llm():
         return None
     if run_id not in _SESSIONS:
@@ -61,7 +62,8 @@ def session_for(cfg: RunConfig, run_id: str) -> LLMSession | None:
         calls = CallRecorder()
         client = LLMClient(llm_settings(cfg), cache=DirectoryResponseCache(store.cache_dir("llm_responses")),
                            on_call=calls)
-        _SESSIONS[run_id] = LLMSession(client, CostBudget(cfg.max_cost_usd), calls, run_id, store)
+        limit = None if cfg.max_cost_usd is None else cfg.max_cost_usd * parallel_share(cfg)
+        _SESSIONS[run_id] = LLMSession(client, CostBudget(limit), calls, run_id, store)
     return _SESSIONS[run_id]
 
 

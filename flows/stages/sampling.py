@@ -36,7 +36,8 @@ def sample_latent_examples(cfg: RunConfig, data: DataRef, sid: str) -> int:
 
     store, key = Store(cfg.store), sample_key(cfg)
     stats = read_stats(store, sid, stats_key(cfg))
-    todo = sorted(set(selected_latents(stats, cfg.max_latents)) - sampled_latents(store, sid, key))
+    wanted = selected_latents(stats, cfg.max_latents, cfg.latents, cfg.seed)
+    todo = sorted(set(wanted) - sampled_latents(store, sid, key))
     if not todo:
         log.info("examples for %s (sample %s) already drawn", sid, key)
         return 0
@@ -48,7 +49,10 @@ def sample_latent_examples(cfg: RunConfig, data: DataRef, sid: str) -> int:
 
 
 def load_records(store: Store, cfg: RunConfig, sid: str, dataset: str, latents: list[int] | None = None):
-    """LatentRecords of `sid` under the run's sample key (optionally only `latents`), ordered by latent."""
+    """LatentRecords of `sid` under the run's sample key (optionally only `latents`), ordered by latent.
+
+    Every examples column travels, the score examples' natural-population `weight` included (null in
+    parts sampled before weights existed: such latents get no natural estimate)."""
     from explain.records import build_latent_records
 
     examples = store.scan("examples").filter((pl.col("sae_id") == sid) & (pl.col("sample_key") == sample_key(cfg)))

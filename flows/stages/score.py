@@ -1,28 +1,29 @@
-"""The score stage: every scorer of the run over the explanations and their random baseline, resumable
-per latent.
+"""The score stage: every scorer of the run over the explanations and their baselines, resumable per
+latent, one Prefect task per chunk of latents (flows/tasks.py).
 
-One loop serves every scorer (flows/stages/score.py::make_scorers picks the implementations) and both
-explainers of a run: the real one and its random baseline `<explainer>-random`. Latents go in chunks;
-the `simulations` and `scores` rows of a chunk are appended together as soon as it is scored (and the
-LLM call log flushed), so an interrupted run loses at most one chunk and a rerun only scores the ok
-explanations that have no score row yet. score/ rows know nothing of stores and runs: sae_id and
-run_id are added here.
+`score_plan` stores the baselines (the random derangement, top-token and always-on) and lists the jobs:
+one per (explainer, scorer) with its explain and score keys; `score_chunk` scores one chunk of a job.
+Scorers are rebuilt from the run config in the process that runs the chunk (`job_scorer`), so a Dask
+worker needs only the config, ids and the store. The `simulations` and `scores` rows of a chunk are
+appended together as soon as it is scored (and the LLM call log flushed), so an interrupted run loses
+at most one chunk and a rerun only scores the ok explanations that have no score row yet. score/ rows
+know nothing of stores and runs: sae_id and run_id are added here.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import polars as pl
-from tqdm import tqdm
 
 from explain.records import Explanation, LatentRecord
 from flows.config import RunConfig
-from flows.stages.data import DataRef, read_contexts
-from flows.stages.explain import CHUNK_LATENTS, explainer_key, identity, make_explainer
-from flows.stages.latents import latent_acts_dir
+from flows.stages.data import DataRef
+from flows.stages.explain import corpus_source, explainer_key, identity, make_explainer
+from flows.stages.latents import read_latent_acts
 from flows.stages.sampling import load_records
 from flows.store import Store
 from flows.store.ids import explain_key, sample_key, score_key
@@ -49,8 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NO_INTERVALS = dict.fromkeys(INTERVAL_COLUMNS, math.nan)
-"""Interval columns of a scorer that computes none (the LLM judges)."""
+SCORE_DEFAULTS = {**dict.fromkeys(INTERVAL_COLUMNS, math.nan), "decile_recall": None}
+"""Columns of a scorer that computes no intervals or decile recall (the LLM judges)."""
 
 
 def make_scorers(cfg: RunConfig, session: LLMSession | None) -> list[Scorer]:
@@ -61,7 +62,7 @@ def make_scorers(cfg: RunConfig, session: LLMSession | None) -> list[Scorer]:
 
     def simulation() -> Scorer:
         if cfg.explainer == "llm":
-            return SimulationScorer(LLMSimulator(client, budget=budget, progress=True))
+            return SimulationScorer(LLMSimulator(client, cfg.simulator, budget=budget, progress=True))
         return SimulationScorer(N2GSimulator())
 
     builders = {
@@ -79,21 +80,41 @@ def _asks_llm(scorer: Scorer) -> bool:
 
 
 def natural_scorer(cfg: RunConfig, store: Store, data: DataRef, sid: str) -> NaturalPatternScorer:
-    """Pattern explanations scored on every held-out token of the corpus (score/natural.py)."""
-    corpus = HeldOutCorpus.from_contexts(read_contexts(store, data.dataset_id), cfg.seed,
-                                         cfg.sampling.explain_fraction)
-    cache = latent_acts_dir(store, sid) / "*.parquet"
-
-    def truth(latents: list[int]) -> pl.DataFrame:
-        return pl.scan_parquet(str(cache)).filter(pl.col("latent").is_in(latents)).drop("sae_id").collect()
-
-    return NaturalPatternScorer(corpus, truth)
+    """Pattern explanations scored on every held-out token of the corpus (score/natural.py), on the same
+    corpus index N2G mined (one per process)."""
+    source = corpus_source(cfg, data, sid)
+    return NaturalPatternScorer(HeldOutCorpus(source.index, cfg.seed, cfg.sampling.explain_fraction),
+                                lambda latents: read_latent_acts(store, sid, latents))
 
 
-def score_explanations(cfg: RunConfig, data: DataRef, sid: str, explainer: str, scorers: list[Scorer],
-                       run_id: str, session: LLMSession | None) -> dict[str, dict[str, object]]:
-    """Score `explainer`'s ok explanations and their baselines; returns, per "<explainer>/<scorer>/<population>",
-    the latents scored now and the explain and score keys of its rows.
+@dataclass(frozen=True)
+class ScoreJob:
+    """One (explainer, scorer) pair to score: `slot` names the scorer ("run:<i>" the i-th of the run's
+    scorers, "natural" exact natural scores, "patterns" pattern-matching simulation)."""
+
+    explainer: str
+    explain_key: str
+    slot: str
+    scorer: str
+    population: str
+    score_key: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.explainer}/{self.scorer}/{self.population}"
+
+
+def job_scorer(cfg: RunConfig, data: DataRef, sid: str, slot: str, session: LLMSession | None) -> Scorer:
+    """The scorer of a job's slot, built in the calling process."""
+    if slot == "natural":
+        return natural_scorer(cfg, Store(cfg.store), data, sid)
+    if slot == "patterns":
+        return SimulationScorer(N2GSimulator())
+    return make_scorers(cfg, session)[int(slot.removeprefix("run:"))]
+
+
+def score_plan(cfg: RunConfig, data: DataRef, sid: str, explainer: str, run_id: str) -> list[ScoreJob]:
+    """Store the baselines of `explainer`'s ok explanations and return every scoring job of the run.
 
     The explainer and its random baseline get the run's scorers; pattern explanations (N2G, and the
     top-token and always-on baselines, which are pattern rules whatever the explainer) are also scored
@@ -104,19 +125,50 @@ def score_explanations(cfg: RunConfig, data: DataRef, sid: str, explainer: str, 
     key = explainer_key(cfg, make_explainer(cfg, None))
     random_name, random_key = store_random_baseline(store, sid, explainer, key, run_id, cfg.seed)
     pattern_keys = store_pattern_baselines(cfg, store, data, sid, explainer, key, run_id)
-    natural = natural_scorer(cfg, store, data, sid)
-    pattern_scorers: list[Scorer] = [SimulationScorer(N2GSimulator()), natural]
-    run_scorers = [*scorers, natural] if cfg.explainer == "n2g" else scorers
-    groups = [(explainer, key, run_scorers), (random_name, random_key, run_scorers),
-              *[(name, ek, pattern_scorers) for name, ek in pattern_keys.items()]]
-    counts: dict[str, dict[str, object]] = {}
-    for name, ek, group_scorers in groups:
-        for scorer in group_scorers:
+    run_slots = [f"run:{i}" for i in range(len(cfg.scorers))]
+    run_slots += ["natural"] if cfg.explainer == "n2g" else []
+    groups = [(explainer, key, run_slots), (random_name, random_key, run_slots),
+              *[(name, ek, ["patterns", "natural"]) for name, ek in pattern_keys.items()]]
+    jobs = []
+    for name, ek, slots in groups:
+        for slot in slots:
+            scorer = job_scorer(cfg, data, sid, slot, None)
             sk = score_key(ek, identity(cfg, scorer, _asks_llm(scorer)))
-            written = _score_pending(cfg, store, data, sid, (name, ek), scorer, sk, run_id, session)
-            population = getattr(scorer, "population", "sampled")
-            counts[f"{name}/{scorer.name}/{population}"] = {"scored": written, "explain_key": ek, "score_key": sk}
-    return counts
+            jobs.append(ScoreJob(name, ek, slot, scorer.name, getattr(scorer, "population", "sampled"), sk))
+    return jobs
+
+
+def pending_chunks(cfg: RunConfig, sid: str, job: ScoreJob) -> list[list[int]]:
+    """The job's ok explanations with no score row under its key yet, in chunks of `--chunk-latents`."""
+    todo = _pending(Store(cfg.store), sid, job, None)
+    size = cfg.chunk_latents
+    return [todo[start: start + size] for start in range(0, len(todo), size)]
+
+
+def _pending(store: Store, sid: str, job: ScoreJob, latents: list[int] | None) -> list[int]:
+    ok = latest_explanations(store, sid, job.explainer, job.explain_key).filter(pl.col("status") == "ok")
+    done = sorted(scored_latents(store, sid, job.explainer, job.scorer, job.score_key))
+    todo = ok.filter(~pl.col("latent").is_in(done))["latent"].to_list()
+    if latents is None:
+        return todo
+    wanted = set(latents)
+    return [latent for latent in todo if latent in wanted]
+
+
+def score_chunk(cfg: RunConfig, data: DataRef, sid: str, run_id: str, job: ScoreJob, session: LLMSession | None,
+                latents: list[int]) -> int:
+    """Score those of `latents` the job has not scored yet and append their rows; returns how many
+    latents got a score row. Rerunning a chunk writes nothing twice."""
+    store = Store(cfg.store)
+    todo = _pending(store, sid, job, latents)
+    if not todo:
+        return 0
+    explanations = latest_explanations(store, sid, job.explainer, job.explain_key).filter(
+        pl.col("latent").is_in(todo))
+    records = {r.latent: r for r in load_records(store, cfg, sid, data.dataset_id, todo)}
+    scorer = job_scorer(cfg, data, sid, job.slot, session)
+    return _score_chunk(scorer, explanations_from_frame(explanations), records, store, sid, run_id, session,
+                        job.score_key)
 
 
 def store_pattern_baselines(cfg: RunConfig, store: Store, data: DataRef, sid: str, explainer: str, key: str,
@@ -128,8 +180,8 @@ def store_pattern_baselines(cfg: RunConfig, store: Store, data: DataRef, sid: st
     for name, bk in keys.items():
         have = set(latest_explanations(store, sid, name, bk)["latent"].to_list())
         todo = [latent for latent in latents if latent not in have]
-        for start in range(0, len(todo), CHUNK_LATENTS):
-            chunk = todo[start: start + CHUNK_LATENTS]
+        for start in range(0, len(todo), cfg.chunk_latents):
+            chunk = todo[start: start + cfg.chunk_latents]
             if name == TOP_TOKEN:
                 rows = top_token_explanations(load_records(store, cfg, sid, data.dataset_id, chunk))
             else:
@@ -151,26 +203,6 @@ def store_random_baseline(store: Store, sid: str, explainer: str, key: str, run_
     return name, baseline_key
 
 
-def _score_pending(cfg: RunConfig, store: Store, data: DataRef, sid: str, explained: tuple[str, str],
-                   scorer: Scorer, key: str, run_id: str, session: LLMSession | None) -> int:
-    """Score every ok explanation of (explainer, explain key) that `scorer` has not scored under `key`
-    yet, a chunk at a time."""
-    explainer, ek = explained
-    ok = latest_explanations(store, sid, explainer, ek).filter(pl.col("status") == "ok")
-    todo = ok.filter(~pl.col("latent").is_in(sorted(scored_latents(store, sid, explainer, scorer.name, key))))
-    written = 0
-    population = getattr(scorer, "population", "sampled")
-    with tqdm(total=todo.height, desc=f"{scorer.name} {population} ({explainer})", unit="latent") as bar:
-        for start in range(0, todo.height, CHUNK_LATENTS):
-            chunk = todo.slice(start, CHUNK_LATENTS)
-            latents = chunk["latent"].to_list()
-            records = {r.latent: r for r in load_records(store, cfg, sid, data.dataset_id, latents)}
-            written += _score_chunk(scorer, explanations_from_frame(chunk), records, store, sid, run_id, session,
-                                    key)
-            bar.update(chunk.height)
-    return written
-
-
 def _score_chunk(scorer: Scorer, explanations: list[Explanation], records: dict[int, LatentRecord],
                  store: Store, sid: str, run_id: str, session: LLMSession | None, key: str) -> int:
     """Score one chunk and append its rows (the one place score rows enter the store); returns how many
@@ -178,8 +210,8 @@ def _score_chunk(scorer: Scorer, explanations: list[Explanation], records: dict[
     outcomes = scorer.score_many(explanations, records)
     ok = [o for o in outcomes if o.ok]
     simulations = [{**row, "sae_id": sid, "score_key": key} for o in ok for row in o.simulation_rows]
-    scores = [{"population": "sampled", **NO_INTERVALS, **o.score_row, "sae_id": sid, "run_id": run_id,
-               "score_key": key} for o in ok if o.score_row is not None]
+    scores = [{**SCORE_DEFAULTS, **row, "sae_id": sid, "run_id": run_id, "score_key": key}
+              for o in ok for row in o.score_rows]
     store.append("simulations", pl.DataFrame(simulations, infer_schema_length=None), part=sid)
     store.append("scores", pl.DataFrame(scores, infer_schema_length=None), part=sid)
     if session is not None:

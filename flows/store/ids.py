@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from explain.sampling.config import EXAMPLES_VERSION
 from flows.config import RunConfig, key_fields, stable_hash
 
 EMBEDDED_MODEL = "all-MiniLM-L6-v2"
@@ -79,8 +80,10 @@ def stats_key(cfg: RunConfig) -> str:
 
 
 def sample_key(cfg: RunConfig) -> str:
-    """examples: which latents qualify (stats) and how their example sets are drawn (sampling)."""
-    return stable_hash({"stats": stats_key(cfg), "sampling": key_fields(cfg, "sampling")}, 10)
+    """examples: which latents qualify (stats), how their example sets are drawn (sampling) and what
+    the sampling code writes for them (EXAMPLES_VERSION: new columns such as the weights)."""
+    return stable_hash({"stats": stats_key(cfg), "sampling": key_fields(cfg, "sampling"),
+                        "examples": EXAMPLES_VERSION}, 10)
 
 
 def explain_key(sample: str, explainer_identity: dict) -> str:

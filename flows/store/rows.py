@@ -68,7 +68,11 @@ def latest_explanations(store: Store, sae_id: str, explainer: str, explain_key: 
 
 
 def scored_latents(store: Store, sae_id: str, explainer: str, scorer: str, score_key: str) -> set[int]:
-    """Latents with a `scores` row for (sae_id, explainer, scorer) under `score_key`."""
+    """Latents with a `scores` row for (sae_id, explainer, scorer) under `score_key`.
+
+    Any row counts: a scorer appends all of a latent's rows (its sampled row and, when the weights allow,
+    its natural ipw estimate; or the exact natural row) in one chunk, so one row means the latent is done.
+    A latent without an ipw row (no weights) is scored, not pending."""
     if not store.has("scores"):
         return set()
     frame = (

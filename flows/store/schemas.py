@@ -82,7 +82,7 @@ _RUN_ID = ("run_id", pl.String(), "the pipeline run that wrote the row (`runs.ru
 _TABLES = [
     _table("runs", "pipeline run", "Written once when a run ends, ok or failed.", ("run_id",), [
         ("run_id", pl.String(), "run id, `run-<yyyymmdd-hhmmss, UTC>-<6 hex digits>`"),
-        ("flow", pl.String(), 'the Prefect flow that ran ("pipeline")'),
+        ("flow", pl.String(), 'what ran: "pipeline" (`run`) or a stage command ("explain", "score", ...)'),
         ("status", pl.String(), '"ok" or "failed"'),
         ("started_at", UTC_TIME, "when the run started"),
         ("finished_at", UTC_TIME, "when the run ended"),
@@ -139,6 +139,11 @@ _TABLES = [
         ("start", pl.Int32(), "first token of the window in the context"),
         ("acts", pl.List(pl.Float32()), "acts[i]: the latent's activation on the context's token start + i"),
         ("sample_key", pl.String(), "hash of the statistics and sampling settings (flows/store/ids.py)"),
+        ("weight", pl.Float64(), "score examples: natural (score-side) tokens each token of the window stands for "
+                                 "(decile d: N_d / taken_d; embedding neighbours: 1; trigger-token contexts and random "
+                                 "windows: their stratum's tokens / its tokens taken), explain/sampling/weights.py; "
+                                 "null for explain examples and for every score "
+                                 "example of a latent whose weights cannot cover its population"),
     ]),
     _table("explanations", "explanation attempt",
            "Failures are rows too (status, error). Append-only: the newest created_at per key wins.",
@@ -174,8 +179,10 @@ _TABLES = [
         ("p_active", pl.List(pl.Float32()), "P(simulated level > threshold) per token, i.e. P(level >= 1) at the "
                                            "default 0.5, from the LLM's logprobs; null when the window had none"),
     ]),
-    _table("scores", "(latent, explainer, scorer) and run",
-           "One score per explanation and scorer; the row of the most recently started run wins.",
+    _table("scores", "(latent, explainer, scorer, population) and run",
+           "One score per explanation, scorer and population; the row of the most recently started run wins. "
+           "A natural row is exact (pattern explanations matched on the corpus) or an inverse-probability-"
+           "weighted estimate from the score set (`estimator`); where both exist, the exact one is the headline.",
            ("sae_id", "score_key", "latent", "explainer", "scorer", "population"), [
         _SAE_ID,
         _LATENT,
@@ -195,12 +202,19 @@ _TABLES = [
         ("balanced_accuracy", pl.Float64(), "balanced accuracy of detection and fuzzing; NaN for simulation"),
         ("score_key", pl.String(), "hash of the explanation scored (explain_key) and of the scorer's identity"),
         ("population", pl.String(), '"sampled" (the score set) or "natural" (every held-out token of the '
-                                    'corpus; pattern explanations, exact)'),
+                                    'corpus; how it was computed: `estimator`)'),
         *[(name, pl.Float64(), f"{'lower' if name.endswith('_lo') else 'upper'} end of the 95% bootstrap interval "
            f"of {name[:-3]} (contexts resampled); NaN where not computed") for name in INTERVAL_COLUMNS],
         ("mode", pl.String(), 'what produced the prediction: "logprobs" (every window has p_active), "written" '
                               '(none has: the LLM\'s written levels), "mixed" (some have), "patterns" (N2G) or '
                               '"judge" (detection, fuzzing)'),
+        ("estimator", pl.String(), '"sample" (sampled rows: the score set as it is), "ipw" (natural rows estimated '
+                                   'from the score set with the examples\' weights, score/ipw.py; n_tokens and '
+                                   'n_positive are then weighted estimates) or "exact" (natural rows of pattern '
+                                   'explanations, score/natural.py)'),
+        ("decile_recall", pl.List(pl.Float64()), "recall within each tenth of the active tokens by activation, "
+                                                 "weakest first (score/deciles.py); null entries for an empty "
+                                                 "tenth, null for judges"),
     ]),
     _table("llm_calls", "LLM request attempt or cache hit",
            "The call log of every LLM client, appended after each chunk of latents.",

@@ -124,7 +124,7 @@ class BinaryLLMScorer:
         labels = [it.label for _, chunk in batches for it in chunk]
         predicted = [a for batch in answers for a in batch]
         outcome.status = "ok"
-        outcome.score_row = binary_score_row(explanation, record, self.name, labels, predicted)
+        outcome.score_rows = [binary_score_row(explanation, record, self.name, labels, predicted)]
         return outcome
 
     async def _judge(self, messages: Messages, n: int) -> list[bool]:
@@ -159,6 +159,7 @@ def binary_score_row(explanation: Explanation, record: LatentRecord, scorer: str
         "balanced_accuracy": metrics["balanced_accuracy"],
         "mode": "judge",  # yes/no answers per context, not simulated tokens (the `scores.mode` column)
         "population": "sampled",
+        "estimator": "sample",  # the judged contexts as sampled; no natural estimate for judges
         # each judged context is one resampled unit of the intervals
         **prf_intervals(np.array([y and p for y, p in zip(labels, predicted, strict=True)], dtype=np.float64),
                         np.asarray(predicted, dtype=np.float64), np.asarray(labels, dtype=np.float64),

@@ -90,6 +90,11 @@ def test_match_patterns_semantics():
     assert match_patterns([], tokens).tolist() == [0.0] * 7
     assert match_patterns(patterns, []).shape == (0,)
     assert explanation_text(patterns[:2]) == '"the" | "of the"'
+    # None is any token; `at` is the index of the predicted token inside the n-gram
+    forms = [{"ngram": ["of", None], "act": 1.0}, {"ngram": ["end", "of"], "act": 2.0, "at": 0},
+             {"ngram": [None, "##ing"], "act": 4.0, "at": 0}]
+    np.testing.assert_allclose(match_patterns(forms, tokens), [0, 2.0, 0, 1.0, 0, 4.0, 0])
+    assert explanation_text(forms) == '"of [any]" | "[[end]] of" | "[[[any]]] ##ing"'
 
 
 def test_ignore_case_config_marks_patterns():
@@ -97,5 +102,27 @@ def test_ignore_case_config_marks_patterns():
     example = Example(ctx_id=0, tokens=["x", "Dog", "y", "dog", "z", "DOG"], acts=acts, kind="activating")
     record = LatentRecord(sae_id="s", latent=0, explain=[example], score=[])
     explanation = explain_n2g(record, N2GConfig(ignore_case=True))
-    assert explanation.patterns == [{"ngram": ["dog"], "act": 2.0, "ignore_case": True}]
+    assert explanation.patterns == [{"ngram": ["dog"], "act": 2.0, "precision": 1.0, "count": 3, "ignore_case": True}]
     np.testing.assert_array_equal(match_patterns(explanation.patterns, example.tokens) > 0, acts > 0)
+
+
+def test_vectorised_matching_equals_match_patterns():
+    """match_on_index (what the simulator runs) against match_patterns (the reference), every pattern form."""
+    from explain.explainers.n2g import match_on_index
+    from explain.latents.corpus_index import CorpusIndex
+
+    rng = np.random.default_rng(0)
+    vocab = ["a", "b", "C", "c", "d", "##e"]
+    windows = [[vocab[i] for i in rng.integers(0, 6, rng.integers(1, 20))] for _ in range(40)]
+    forms = [
+        [{"ngram": ["a"], "act": 1.0}, {"ngram": ["b", "a"], "act": 3.0}, {"ngram": ["a", None, "d"], "act": 2.0}],
+        [{"ngram": ["c"], "act": 1.5, "ignore_case": True}, {"ngram": ["d", "##e"], "act": 2.5, "at": 0}],
+        [{"ngram": [None, "b"], "act": 1.0, "at": 0}, {"ngram": ["a", "b", "C"], "act": 4.0, "at": 1}],
+        [{"ngram": [], "act": 0.5}, {"ngram": ["zzz"], "act": 9.0}],
+    ]
+    index = CorpusIndex.from_windows(windows, list(range(len(windows))))
+    for patterns in forms:
+        pred = match_on_index(patterns, index).reshape(index.token_ids.shape)
+        for r, window in enumerate(windows):
+            np.testing.assert_array_equal(pred[r, :len(window)], match_patterns(patterns, window))
+            assert not pred[r, len(window):].any()  # padding is never predicted

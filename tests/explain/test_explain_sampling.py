@@ -40,7 +40,7 @@ def corpus() -> PlantedCorpus:
 
 @pytest.fixture(scope="module")
 def sampled(corpus: PlantedCorpus) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return _sample(corpus, SamplingConfig(seed=3, window=16, peak_offset=10, batch_rows=3000))
+    return _sample(corpus, SamplingConfig(seed=3, window=16, peak_offset=10, batch_rows=3000, score_random=20))
 
 
 def test_only_ok_latents_are_sampled(sampled):
@@ -139,9 +139,10 @@ def test_duplicate_windows_are_removed(sampled, corpus):
 
 def test_deterministic_and_chunking_independent(sampled, corpus):
     examples, _ = sampled
-    again, _ = _sample(corpus, SamplingConfig(seed=3, window=16, peak_offset=10, batch_rows=777), batch_size=7)
+    again, _ = _sample(corpus, SamplingConfig(seed=3, window=16, peak_offset=10, batch_rows=777, score_random=20),
+                       batch_size=7)
     assert again.equals(examples)
-    other, _ = _sample(corpus, SamplingConfig(seed=4, window=16, peak_offset=10, batch_rows=3000))
+    other, _ = _sample(corpus, SamplingConfig(seed=4, window=16, peak_offset=10, batch_rows=3000, score_random=20))
     assert not other.equals(examples)
 
 
@@ -161,6 +162,6 @@ def test_part_order_and_extra_columns_do_not_matter(sampled, corpus):
     """Store parts come back in any order and flows adds an sae_id column to latent_acts."""
     examples, stats = sampled
     frames = [f.with_columns(pl.lit("sae").alias("sae_id")) for f in reversed(corpus.frames(batch_size=32))]
-    cfg = SamplingConfig(seed=3, window=16, peak_offset=10, batch_rows=3000)
+    cfg = SamplingConfig(seed=3, window=16, peak_offset=10, batch_rows=3000, score_random=20)
     again = sample_examples(pl.concat(frames).lazy(), corpus.contexts(), stats, cfg, "sae")
     assert again.equals(examples)

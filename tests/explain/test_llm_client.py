@@ -77,7 +77,7 @@ def test_logprob_support_is_detected_not_assumed(server: LLMTestServer, mode: st
     explanations = LLMExplainer(client).explain_many(records)
     server.reset_counts()
     outcomes = SimulationScorer(LLMSimulator(client)).score_many(explanations, {0: records[0]})
-    assert outcomes[0].status == "ok" and outcomes[0].score_row["precision"] == 1.0
+    assert outcomes[0].status == "ok" and outcomes[0].score_rows[0]["precision"] == 1.0
     assert client.logprobs_supported is (mode == "full")
     planned = len(LLMSimulator(None).plan(explanations[0].text, records[0]))
     assert planned == 1 and server.state.requests["simulate"] == planned + extra  # 10 windows, one request

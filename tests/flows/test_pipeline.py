@@ -87,8 +87,9 @@ def test_every_scored_latent_has_sampled_and_natural_rows_for_the_explainer_and_
     scores = Store(cfg.store).read("scores")
     n2g = set(scores.filter(pl.col("explainer") == "n2g")["latent"])
     for explainer in ("n2g", "n2g-random", "top-token", "always-on"):
-        for population in ("sampled", "natural"):
-            rows = scores.filter((pl.col("explainer") == explainer) & (pl.col("population") == population))
+        for population, estimator in (("sampled", "sample"), ("natural", "exact")):  # ipw: test_ipw_rows.py
+            rows = scores.filter((pl.col("explainer") == explainer) & (pl.col("population") == population)
+                                 & (pl.col("estimator") == estimator))
             assert set(rows["latent"]) == n2g and rows.height == len(n2g), (explainer, population)
     always = scores.filter(pl.col("explainer") == "always-on")
     assert always["recall"].min() == 1.0  # predicts every token
@@ -163,7 +164,7 @@ def test_natural_rows_equal_a_brute_force_count_over_the_stores_held_out_tokens(
     store = Store(cfg.store)
     contexts = store.read("contexts").filter(pl.col("dataset_id") == summary["data"]["dataset_id"]).sort("ctx_id")
     ctx_ids, tokens = contexts["ctx_id"].to_numpy(), contexts["tokens"].to_list()
-    natural = store.read("scores").filter((pl.col("population") == "natural") & (pl.col("explainer") == "n2g"))
+    natural = store.read("scores").filter((pl.col("estimator") == "exact") & (pl.col("explainer") == "n2g"))
     explanations = store.read("explanations").filter(pl.col("explainer") == "n2g")
     acts = pl.read_parquet(store.table_dir("latent_acts") / summary["sae_id"])
     examples = store.read("examples").filter(pl.col("split") == "explain")

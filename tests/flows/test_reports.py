@@ -48,7 +48,8 @@ def _fill(store: Store) -> None:
             {"sae_id": SAE, "latent": latent, "split": "score", "kind": "random", "quantile": -1,
              "ctx_id": 21, "start": 2, "acts": [0.0, 0.0, 0.0, 0.0]},
         ]
-    store.append("examples", pl.DataFrame(examples).with_columns(pl.lit("sample-1").alias("sample_key")))
+    store.append("examples", pl.DataFrame(examples).with_columns(pl.lit("sample-1").alias("sample_key"),
+                                                                 pl.lit(None, dtype=pl.Float64).alias("weight")))
     patterns = '[{"ngram": ["the", "cat"], "act": 4.0}, {"ngram": ["<b>"], "act": 1.0}]'
     store.append("explanations", pl.DataFrame([
         _explanation(0, "n2g", "the cat <b>bold</b>", patterns=patterns),
@@ -88,7 +89,7 @@ def _score(latent: int, explainer: str, precision: float, recall: float) -> dict
     return {"sae_id": SAE, "latent": latent, "explainer": explainer, "scorer": "simulation",
             "precision": precision, "recall": recall, "f1": f1, "auroc": 0.75, "correlation": float("nan"),
             "threshold": 0.0, "n_tokens": 8, "n_positive": 1, "run_id": "run-1", "balanced_accuracy": float("nan"),
-            "score_key": "score-1", "population": "sampled", "mode": "patterns",
+            "score_key": "score-1", "population": "sampled", "mode": "patterns", "estimator": "sample",
             **{f"{m}_{side}": float("nan") for m in ("precision", "recall", "f1") for side in ("lo", "hi")}}
 
 

@@ -131,8 +131,9 @@ def test_a_dataset_scores_the_same_whether_first_or_second_in_a_store(corpus_run
     one, two, _ = corpus_runs
     alone = two.read("scores")
     (sid,) = alone["sae_id"].unique().to_list()
-    columns = ["latent", "explainer", "scorer", "population", "precision", "recall", "f1", "auroc", "correlation"]
-    order = ["explainer", "population", "latent"]
+    columns = ["latent", "explainer", "scorer", "population", "estimator", "precision", "recall", "f1", "auroc",
+               "correlation"]
+    order = ["explainer", "population", "estimator", "latent"]
     second = one.read("scores").filter(pl.col("sae_id") == sid)
     assert second.height == alone.height > 0
     assert second.select(columns).sort(order).equals(alone.select(columns).sort(order))

@@ -56,11 +56,11 @@ def test_planted_latents_are_recovered_and_score_at_least_095(server: LLMTestSer
     for scorer, results in outcomes.items():
         for outcome in results:
             assert outcome.status == "ok", (scorer, outcome.error)
-            row = outcome.score_row
+            row = outcome.score_rows[0]
             assert row["scorer"] == scorer and row["precision"] >= 0.95 and row["recall"] >= 0.95, row
-    sim_row = outcomes["simulation"][0].score_row
+    sim_row = outcomes["simulation"][0].score_rows[0]
     assert sim_row["threshold"] == 0.5 and sim_row["auroc"] >= 0.95
-    assert outcomes["detection"][0].score_row["balanced_accuracy"] >= 0.95
+    assert outcomes["detection"][0].score_rows[0]["balanced_accuracy"] >= 0.95
 
 
 def test_second_identical_run_makes_zero_requests(server: LLMTestServer, tmp_path) -> None:  # noqa: ANN001
@@ -75,7 +75,8 @@ def test_second_identical_run_makes_zero_requests(server: LLMTestServer, tmp_pat
     assert second_calls.requests() == 0 and {r["status"] for r in second_calls.rows} == {"cached"}
     assert [e.text for e in second[0]] == [e.text for e in first[0]]
     for scorer, outcomes in first[1].items():
-        assert all(_same_row(a.score_row, b.score_row) for a, b in zip(outcomes, second[1][scorer], strict=True))
+        assert all(_same_row(a.score_rows[0], b.score_rows[0])
+                   for a, b in zip(outcomes, second[1][scorer], strict=True))
 
 
 def _same_row(a: dict, b: dict) -> bool:

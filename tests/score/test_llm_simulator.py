@@ -77,7 +77,7 @@ def test_requests_per_latent_equal_the_plan(server: LLMTestServer, per_call: int
     sent = sorted(json.dumps(b["messages"]) for b in server.state.bodies)
     assert sent == sorted(json.dumps(m) for p in plans for m, _ in p)  # the plan renders the exact prompts
     for outcome, record in zip(outcomes, records, strict=True):
-        assert outcome.status == "ok" and outcome.score_row["precision"] == outcome.score_row["recall"] == 1.0
+        assert outcome.status == "ok" and outcome.score_rows[0]["precision"] == outcome.score_rows[0]["recall"] == 1.0
         assert _sims(outcome) == _expected_sims(record)
 
 
@@ -111,7 +111,7 @@ def test_persistently_bad_window_fails_the_latent_with_bounded_requests(server: 
     server.add_fault("wrong_length", task="simulate", times=None, contains='\\"cat\\"', window=5)
     outcomes = _simulate(client, records, explanations, windows_per_call=20)
     failed, ok = outcomes
-    assert failed.status == "failed" and failed.score_row is None and not failed.simulation_rows
+    assert failed.status == "failed" and not failed.score_rows and not failed.simulation_rows
     assert failed.error.startswith("parse") and "window 0" in failed.error and "values" in failed.error
     assert ok.status == "ok" and _sims(ok) == _expected_sims(records[1])
     # latent 0: its one batch, then the bad window alone (1 + parse_retries); latent 1: its one batch
@@ -149,7 +149,7 @@ def test_a_shifted_window_keeps_its_length_but_is_detected_and_re_asked(server: 
     assert sum(len(w) == 1 for w in _windows_sent(server)) == 2
     for outcome, record in zip(outcomes, records, strict=True):
         assert outcome.status == "ok" and _sims(outcome) == _expected_sims(record)
-        assert outcome.score_row["precision"] == outcome.score_row["recall"] == 1.0
+        assert outcome.score_rows[0]["precision"] == outcome.score_rows[0]["recall"] == 1.0
 
 
 def test_logprob_expected_values_land_on_the_right_window_and_token(server: LLMTestServer) -> None:
@@ -165,8 +165,8 @@ def test_logprob_expected_values_land_on_the_right_window_and_token(server: LLMT
             assert np.allclose(_sims(outcome)[ctx_id], want, atol=1e-5), ctx_id
             # P(level >= 1): 0.9 + 0.1 at 10 (its neighbour 9 is active too), 0.1 at 0 (its neighbour is 1)
             assert np.allclose(p_active[ctx_id], [1.0 if v else 0.1 for v in expected], atol=1e-6), ctx_id
-        assert outcome.score_row["precision"] == outcome.score_row["recall"] == 1.0
-        assert outcome.score_row["mode"] == "logprobs"
+        assert outcome.score_rows[0]["precision"] == outcome.score_rows[0]["recall"] == 1.0
+        assert outcome.score_rows[0]["mode"] == "logprobs"
 
 
 @pytest.mark.parametrize("logprobs, mode", [("full", "logprobs"), ("ignore", "written"), ("reject", "written")])
@@ -178,7 +178,7 @@ def test_mode_says_what_binarised_and_precision_recomputes_from_the_rows(server:
     outcomes = _simulate(client, records + records, explanations + wrong)
     assert all(o.status == "ok" for o in outcomes)
     for outcome in outcomes:
-        row = outcome.score_row
+        row = outcome.score_rows[0]
         assert row["mode"] == mode and row["threshold"] == 0.5
         sims = outcome.simulation_rows
         assert all((r["p_active"] is None) == (mode == "written") for r in sims)
@@ -188,5 +188,5 @@ def test_mode_says_what_binarised_and_precision_recomputes_from_the_rows(server:
                                  else np.asarray(r["sim_acts"], dtype=np.float32) > row["threshold"] for r in sims])
         assert precision_score(y_true, y_pred, zero_division=0) == pytest.approx(row["precision"], abs=1e-12)
         assert recall_score(y_true, y_pred, zero_division=0) == pytest.approx(row["recall"], abs=1e-12)
-    assert [o.score_row["precision"] for o in outcomes[:2]] == [1.0, 1.0]
-    assert all(o.score_row["precision"] == 0.0 for o in outcomes[2:])  # "alpha" never is the trigger
+    assert [o.score_rows[0]["precision"] for o in outcomes[:2]] == [1.0, 1.0]
+    assert all(o.score_rows[0]["precision"] == 0.0 for o in outcomes[2:])  # "alpha" never is the trigger

@@ -14,6 +14,7 @@ from explain.explainers.n2g import match_patterns
 from explain.records import Explanation
 from explain.sampling.keys import split_of
 from score.base import Scorer
+from score.deciles import decile_recall
 from score.natural import HeldOutCorpus, NaturalPatternScorer
 
 VOCAB = [f"w{i}" for i in range(12)]
@@ -45,6 +46,9 @@ def _explanations() -> list[Explanation]:
         [{"ngram": [], "act": 1.0}],  # always-on
         [{"ngram": ["nope"], "act": 1.0}],  # a token the corpus never has: predicts nothing
         [{"ngram": ["W5"], "act": 1.0, "ignore_case": True}],
+        [{"ngram": ["w6", None], "act": 2.0}, {"ngram": ["w7", None, "w8"], "act": 1.0}],  # wildcards
+        [{"ngram": ["w9", "w4"], "act": 2.0, "at": 0}, {"ngram": [None, "w10"], "act": 1.0, "at": 0},
+         {"ngram": ["w1", "w2", "w3"], "act": 3.0, "at": 1}],  # patterns that read tokens after the predicted one
     ]
     return [Explanation(latent=i, explainer="n2g", text=str(p), patterns=p) for i, p in enumerate(pats)]
 
@@ -60,7 +64,7 @@ def _brute_force(explanation: Explanation, contexts: pl.DataFrame, acts: np.ndar
     corr = np.corrcoef(pred, true)[0, 1] if pred.std() > 0 and true.std() > 0 else math.nan
     return {"precision": precision_score(y, pred > 0, zero_division=0), "recall": recall_score(y, pred > 0),
             "f1": f1_score(y, pred > 0, zero_division=0), "auroc": auroc, "correlation": corr,
-            "n_tokens": len(y), "n_positive": int(y.sum())}
+            "n_tokens": len(y), "n_positive": int(y.sum()), "decile_recall": decile_recall(true[y], pred[y] > 0)}
 
 
 def test_natural_scores_equal_a_brute_force_count_over_held_out_tokens():
@@ -80,18 +84,19 @@ def test_natural_scores_equal_a_brute_force_count_over_held_out_tokens():
     outcomes = scorer.score_many(explanations, {})
     assert [o.status for o in outcomes] == ["ok"] * len(explanations)
     for explanation, outcome in zip(explanations, outcomes, strict=True):
-        expected, row = _brute_force(explanation, contexts, acts), outcome.score_row
+        expected, row = _brute_force(explanation, contexts, acts), outcome.score_rows[0]
         assert row["population"] == "natural" and row["n_tokens"] < N_CTX * T  # only the held-out half
+        assert row["decile_recall"] == expected.pop("decile_recall"), explanation.latent
         for metric, value in expected.items():
             if isinstance(value, float) and math.isnan(value):
                 assert math.isnan(row[metric]), (explanation.latent, metric)
             else:
                 assert row[metric] == pytest.approx(value, abs=1e-9), (explanation.latent, metric)
-    always = outcomes[3].score_row
+    always = outcomes[3].score_rows[0]
     assert always["recall"] == 1.0 and always["precision"] == pytest.approx(always["n_positive"] / always["n_tokens"])
     assert always["recall_lo"] == always["recall_hi"] == 1.0
     for outcome in outcomes[:3]:  # latents that fire and are predicted: intervals around the estimate
-        row = outcome.score_row
+        row = outcome.score_rows[0]
         for metric in ("precision", "recall", "f1"):
             assert row[f"{metric}_lo"] <= row[metric] <= row[f"{metric}_hi"], (outcome.latent, metric)
         assert row["f1_hi"] - row["f1_lo"] > 0

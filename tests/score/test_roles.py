@@ -101,7 +101,7 @@ def test_scorers_score_the_planted_explanation_perfectly_in_order(client: LLMCli
         failed = Explanation(0, explainer, "", status="failed", error="x")
         outcomes: list[ScoreOutcome] = scorer.score_many([_cat_explanation(explainer), failed], {0: CAT})
         assert [o.status for o in outcomes] == ["ok", "skipped"], (scorer.name, outcomes)
-        row = outcomes[0].score_row
+        row = outcomes[0].score_rows[0]
         assert row["scorer"] == scorer.name and row["latent"] == 0 and row["explainer"] == explainer
         assert row["precision"] == row["recall"] == 1.0, (scorer.name, row)
         assert row["mode"] == _expected_mode(scorer), (scorer.name, row)

@@ -19,7 +19,7 @@ from score.simulators.base import SimulationFailure, SimulationItem, SimulationR
 from score.simulators.n2g import N2GSimulator
 
 SCORE_ROW_KEYS = ["latent", "explainer", "scorer", "precision", "recall", "f1", "auroc", "correlation", "threshold",
-                  "n_tokens", "n_positive", "balanced_accuracy", "mode", "population", "precision_lo",
+                  "n_tokens", "n_positive", "balanced_accuracy", "mode", "population", "estimator", "precision_lo",
                   "precision_hi", "recall_lo", "recall_hi", "f1_lo", "f1_hi"]
 """The `scores` columns score/ fills (the flows add sae_id, run_id and score_key)."""
 SIMULATION_ROW_KEYS = ["latent", "explainer", "scorer", "ctx_id", "true_acts", "sim_acts", "p_active"]
@@ -117,19 +117,19 @@ def test_any_simulator_is_scored() -> None:
     record = _record(0)
     ones = _FixedSimulator(lambda tokens: np.ones(len(tokens)))
     assert isinstance(ones, Simulator)
-    assert score_latent(_explanation(0), record, ones).score_row["recall"] == 1.0
+    assert score_latent(_explanation(0), record, ones).score_rows[0]["recall"] == 1.0
 
 
 def test_planted_patterns_score_perfectly_and_random_baseline_near_base_rate(simulator: N2GSimulator) -> None:
     records = {latent: _record(latent) for latent in PLANTED}
     explanations = [_explanation(latent) for latent in PLANTED]
     for explanation in explanations:
-        result = score_latent(explanation, records[explanation.latent], simulator).score_row
+        result = score_latent(explanation, records[explanation.latent], simulator).score_rows[0]
         assert (result["precision"], result["recall"], result["f1"]) == (1.0, 1.0, 1.0)
         assert result["auroc"] == 1.0
     for baseline in random_baseline_explanations(explanations, seed=0):
         assert baseline.explainer == "n2g-random"
-        result = score_latent(baseline, records[baseline.latent], simulator).score_row
+        result = score_latent(baseline, records[baseline.latent], simulator).score_rows[0]
         base_rate = result["n_positive"] / result["n_tokens"]
         assert result["precision"] <= base_rate + 0.05
         assert result["f1"] < 0.2
@@ -141,17 +141,17 @@ def test_n2g_explainer_end_to_end_scores_perfectly_on_held_out_windows(simulator
         record = _record(latent, seed=11)
         (explanation,) = N2GExplainer(N2GConfig()).explain_many([record])
         assert explanation.ok, explanation.error
-        result = score_latent(explanation, record, simulator).score_row
+        result = score_latent(explanation, record, simulator).score_rows[0]
         assert (result["precision"], result["recall"]) == (1.0, 1.0), (latent, explanation.patterns)
 
 
 def test_rows_have_the_store_columns(simulator: N2GSimulator) -> None:
     scored = score_latent(_explanation(1), _record(1), simulator)
-    assert list(scored.score_row) == SCORE_ROW_KEYS
+    assert list(scored.score_rows[0]) == SCORE_ROW_KEYS
     assert all(list(row) == SIMULATION_ROW_KEYS for row in scored.simulation_rows)
     assert [row["ctx_id"] for row in scored.simulation_rows] == [e.ctx_id for e in _record(1).score]
-    assert "sae_id" not in scored.score_row and "run_id" not in scored.score_row  # the flows add them
-    assert scored.score_row["threshold"] == 0.0 and scored.score_row["mode"] == "patterns"
+    assert "sae_id" not in scored.score_rows[0] and "run_id" not in scored.score_rows[0]  # the flows add them
+    assert scored.score_rows[0]["threshold"] == 0.0 and scored.score_rows[0]["mode"] == "patterns"
     assert all(row["p_active"] is None for row in scored.simulation_rows)
 
 
@@ -171,7 +171,7 @@ def test_scores_recomputed_from_simulations_with_sklearn(tmp_path, simulator: N2
     scored = [o for o in SimulationScorer(simulator).score_many(explanations, records) if o.ok]
     key = ["latent", "explainer", "scorer"]
     sims = _stored([row for s in scored for row in s.simulation_rows], tmp_path, "simulations.parquet")
-    scores = _stored([s.score_row for s in scored], tmp_path, "scores.parquet")
+    scores = _stored([s.score_rows[0] for s in scored], tmp_path, "scores.parquet")
     assert scores.height == 2 * len(PLANTED)
     for row in scores.iter_rows(named=True):
         sel = sims.filter(*[pl.col(k) == row[k] for k in key])
@@ -203,7 +203,7 @@ def test_mixed_windows_binarise_each_by_what_it_has_and_recompute_from_the_rows(
     sims = _stored([row for s in scored for row in s.simulation_rows], tmp_path, "simulations.parquet")
     assert sims.schema["p_active"] == pl.List(pl.Float32())
     for outcome in scored:
-        row = outcome.score_row
+        row = outcome.score_rows[0]
         assert row["mode"] == "mixed"
         mine = sims.filter(pl.col("latent") == row["latent"])
         with_p = mine["p_active"].is_not_null()
@@ -222,12 +222,12 @@ def test_mixed_windows_binarise_each_by_what_it_has_and_recompute_from_the_rows(
 def test_failed_explanations_are_not_scored(simulator: N2GSimulator) -> None:
     failed = Explanation(latent=1, explainer="llm", text="", status="failed", error="parse error")
     not_ok = score_latent(failed, _record(1), simulator)
-    assert not_ok.status == "skipped" and not_ok.score_row is None and "failed" in not_ok.error
+    assert not_ok.status == "skipped" and not not_ok.score_rows and "failed" in not_ok.error
     wrong = score_latent(_explanation(2), _record(1), simulator)
-    assert wrong.status == "skipped" and wrong.score_row is None and "latent 2" in wrong.error
+    assert wrong.status == "skipped" and not wrong.score_rows and "latent 2" in wrong.error
     scorer = SimulationScorer(simulator)
     scored = [o for o in scorer.score_many([failed, _explanation(1)], {1: _record(1)}) if o.ok]
-    assert [s.score_row["latent"] for s in scored] == [1]
+    assert [s.score_rows[0]["latent"] for s in scored] == [1]
     outcomes = scorer.score_many([failed, _explanation(1), _explanation(3)], {1: _record(1)})
     assert [(o.latent, o.status) for o in outcomes] == [(1, "skipped"), (1, "ok"), (3, "skipped")]  # in order
 
@@ -242,7 +242,7 @@ def test_free_text_explanation_needs_patterns(simulator: N2GSimulator) -> None:
     (result,) = simulator.simulate_many([(Explanation(latent=1, explainer="llm", text="cats"), _record(1).score)])
     assert isinstance(result, SimulationFailure) and "no N2G patterns" in result.error
     outcome = score_latent(Explanation(latent=1, explainer="llm", text="cats"), _record(1), simulator)
-    assert outcome.status == "failed" and "no N2G patterns" in outcome.error and outcome.score_row is None
+    assert outcome.status == "failed" and "no N2G patterns" in outcome.error and not outcome.score_rows
 
 
 def test_empty_batch_scores_nothing(simulator: N2GSimulator) -> None:

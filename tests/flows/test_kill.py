@@ -1,0 +1,76 @@
+"""kill -9 in the middle of explaining, then rerun: nothing written twice, the same final tables as a run
+that was never interrupted (the LLM path, so the explain stage is slow enough to be caught mid-way)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from fixtures.llm_server import LLMTestServer
+
+from flows.store import Store
+from flows.store.schemas import table_schema
+
+pytestmark = pytest.mark.integration
+
+VOLATILE = ("run_id", "created_at", "started_at", "finished_at")
+
+
+def _argv(store: Path, base_url: str) -> list[str]:
+    return [sys.executable, "-m", "flows.cli.main", "run", "--store", str(store), "--max-contexts", "160",
+            "--layer", "2", "--n-latents", "512", "--k", "16", "--dead-tokens", "20000", "--train-tokens", "40000",
+            "--train-batch-size", "1024", "--max-latents", "24", "--explainer", "llm", "--llm-model", "fake",
+            "--llm-base-url", base_url, "--llm-max-concurrency", "1", "--chunk-latents", "4"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # each subprocess: its own temporary server
+    return env
+
+
+def _tables(store: Store) -> dict[str, pl.DataFrame]:
+    out = {}
+    for table in ("explanations", "scores", "simulations", "examples"):
+        frame = store.read(table)
+        frame = frame.drop([c for c in VOLATILE if c in frame.columns])
+        out[table] = frame.sort([c for c in table_schema(table).key if c in frame.columns])
+    return out
+
+
+def test_kill_9_during_explain_then_rerun_gives_the_uninterrupted_tables(tiny_run, tmp_path):
+    cfg, _ = tiny_run
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    for store in (killed, whole):
+        shutil.copytree(cfg.store, store)
+    env = _env(tmp_path)
+    with LLMTestServer(latency_s=0.1) as server:
+        proc = subprocess.Popen(_argv(killed, server.base_url), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        parts = Store(killed).table_dir("explanations")
+        deadline = time.monotonic() + 600
+        # wait for the first LLM explanation part: the explain stage is under way
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len([p for p in parts.glob("*.parquet")]) > len(list(Path(cfg.store, "explanations").glob("*.parquet"))):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        partial = Store(killed).read("explanations").filter(pl.col("explainer") == "llm")
+        assert 0 < partial.height < 24  # some chunks done, not all
+        for store in (killed, whole):
+            done = subprocess.run(_argv(store, server.base_url), env=env, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr[-2000:]
+    a, b = _tables(Store(killed)), _tables(Store(whole))
+    for table in a:
+        key = [c for c in table_schema(table).key if c in a[table].columns]
+        assert a[table].select(key).is_duplicated().sum() == 0, table  # no key written twice
+        assert a[table].equals(b[table]), table
