@@ -102,11 +102,11 @@ def score_flow(cfg: RunConfig, data: DataRef, sae_id: str, explainer: str, run_i
 
 
 @flow(name="report")
-def report_flow(cfg: RunConfig, sae_id: str) -> str:
-    """Per-latent HTML pages and the dashboard index."""
+def report_flow(cfg: RunConfig, sae_id: str, run_keys: dict | None = None) -> str:
+    """Per-latent HTML pages and the dashboard index (of the rows of `run_keys`, the run's own keys)."""
     from flows.reports import write_reports
 
-    return str(write_reports(Store(cfg.store), sae_id))
+    return str(write_reports(Store(cfg.store), sae_id, run_keys))
 
 
 @flow(name="dry-run")
@@ -178,16 +178,17 @@ def pipeline(cfg: RunConfig) -> dict:
         with dask_scheduler(cfg) as dask:
             explainer = timed("explain", explain_flow, cfg, data, sid, run_id, dask)
             counts = timed("score", score_flow, cfg, data, sid, explainer, run_id, dask)
-        report = timed("report", report_flow, cfg, sid)
+        run_keys = {"stats_key": stats_key(cfg), "sample_key": sample_key(cfg),
+                    "explain_keys": sorted({c["explain_key"] for c in counts.values()}),
+                    "score_keys": sorted({c["score_key"] for c in counts.values()})}
+        report = timed("report", report_flow, cfg, sid, run_keys)
     except BaseException as exc:
         record_run(cfg, run_id, "failed", started, f"{type(exc).__name__}: {exc}", inputs=inputs)
         raise
     finally:
         close_session(run_id)
     Store(cfg.store).ensure_table("llm_calls")  # a run without an LLM still has the table
-    keys = {"stats_key": stats_key(cfg), "sample_key": sample_key(cfg),
-            "explain_keys": sorted({c["explain_key"] for c in counts.values()}),
-            "score_keys": sorted({c["score_key"] for c in counts.values()})}
+    keys = run_keys
     record_run(cfg, run_id, "ok", started, keys=keys, inputs=inputs)
     store = Store(cfg.store)
     publish_run_artifacts(store, sid, run_id, score_summary(store, sid, keys["score_keys"]), config_hash(cfg),

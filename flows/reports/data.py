@@ -63,14 +63,15 @@ def is_baseline(explainer: str) -> bool:
     return explainer.endswith(RANDOM_SUFFIX)
 
 
-def load_report_data(store: Store, sae_id: str | None = None) -> ReportData:
+def load_report_data(store: Store, sae_id: str | None = None, keys: dict[str, set[str]] | None = None) -> ReportData:
     """Read runs, latent_stats, explanations, scores, examples, simulations and contexts from `store`.
 
-    Rows are those of the settings of each SAE's newest ok run (its resume keys in `runs.keys`), so a
-    rerun with changed settings replaces what the pages show while the old rows stay in the tables.
+    Rows are those of `keys` (a run's own resume keys, merged per key column) when given, else those of
+    the settings of each SAE's newest ok run (`runs.keys`, `current_keys`), so a rerun with changed
+    settings replaces what the pages show while the old rows stay in the tables.
     """
     runs = _read(store, "runs", None)
-    keys = current_keys(runs, sae_id)
+    keys = current_keys(runs, sae_id) if keys is None else keys
     examples = _latest(_read(store, "examples", sae_id, _in_keys(keys, "sample_key")),
                        ["sae_id", "latent", "split", "kind", "ctx_id", "start"])
     stats = _latest(_read(store, "latent_stats", sae_id, _in_keys(keys, "stats_key")), ["sae_id", "latent"])
@@ -155,6 +156,15 @@ def _real_simulations(store: Store, sae_id: str | None, where: pl.Expr | None) -
     return _read(store, "simulations", sae_id, real if where is None else real & where)
 
 
+def merged_keys(keys: dict) -> dict[str, set[str]]:
+    """A run's `keys` ({"stats_key": k, "score_keys": [...], ...}) as sets per key column ("score_key": {...})."""
+    merged: dict[str, set[str]] = {}
+    for name, value in keys.items():
+        column = name[:-1] if name.endswith("_keys") else name  # "score_keys" -> score_key values
+        merged.setdefault(column, set()).update(value if isinstance(value, list) else [value])
+    return merged
+
+
 def current_keys(runs: pl.DataFrame, sae_id: str | None) -> dict[str, set[str]]:
     """Resume keys of the newest ok run that scored, per SAE (of `sae_id` only, when given), merged per key name.
 
@@ -171,9 +181,8 @@ def current_keys(runs: pl.DataFrame, sae_id: str | None) -> dict[str, set[str]]:
             newest[run_sae] = keys
     merged: dict[str, set[str]] = {}
     for keys in newest.values():
-        for name, value in keys.items():
-            column = name[:-1] if name.endswith("_keys") else name  # "score_keys" -> score_key values
-            merged.setdefault(column, set()).update(value if isinstance(value, list) else [value])
+        for column, values in merged_keys(keys).items():
+            merged.setdefault(column, set()).update(values)
     return merged
 
 

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import polars as pl
+
 from flows.config import stable_hash
-from flows.reports.data import LatentKey, ReportData, load_report_data
+from flows.reports.data import LatentKey, ReportData, current_keys, load_report_data, merged_keys
 from flows.reports.index import index_page
 from flows.reports.pages import latent_page
 from flows.store import Store
@@ -34,36 +36,40 @@ def latent_path(reports_dir: Path, key: LatentKey) -> Path:
 
 
 CONTENT_TABLES = ("latent_stats", "examples", "explanations", "scores", "simulations")
-"""The tables the pages show; with the keys of the ok runs they decide whether the reports are current."""
+"""The tables the pages show; with the resume keys they decide whether the reports are current."""
 
 
-def reports_fingerprint(store: Store, sae_id: str | None) -> str:
+def reports_fingerprint(store: Store, sae_id: str | None, keys: dict[str, set[str]]) -> str:
     """Hash of what the reports are made from: the parts of the content tables (parts are immutable, so
-    their names and sizes identify the rows) and the distinct resume keys of the ok runs (which rows
-    are current). A rerun that adds no row and uses the same keys leaves it unchanged."""
+    their names and sizes identify the rows) and the resume keys that pick the current rows. A rerun
+    that adds no row and uses the same keys leaves it unchanged."""
     parts = {t: sorted(f"{p.name}:{p.stat().st_size}" for p in store.parts(t)) for t in CONTENT_TABLES}
-    runs = store.read("runs") if store.has("runs") else None
-    keys = sorted(set(runs.filter(runs["status"] == "ok")["keys"].to_list())) if runs is not None else []
-    return stable_hash({"sae_id": sae_id, "parts": parts, "keys": keys}, 16)
+    return stable_hash({"sae_id": sae_id, "parts": parts, "keys": {k: sorted(v) for k, v in keys.items()}}, 16)
 
 
-def write_reports(store: Store, sae_id: str | None = None) -> Path:
-    """Write the dashboard and every latent's page (of one SAE, or of all); return the index path. Nothing
-    is rewritten when the reports already show the store as it is (`reports_fingerprint`)."""
+def write_reports(store: Store, sae_id: str | None = None, run_keys: dict | None = None) -> Path:
+    """Write the dashboard and every latent's page (of one SAE, or of all); return the index path.
+
+    `run_keys`: the resume keys of the run that writes them (its rows are current, though its `runs` row
+    comes after); else those of the newest ok runs. Nothing is rewritten when the reports already show
+    the store as it is (`reports_fingerprint`)."""
     started = time.perf_counter()
     reports_dir = store.reports_dir()
     index = reports_dir / "index.html"
     marker = reports_dir / f".fingerprint-{sae_id or 'all'}"
-    fingerprint = reports_fingerprint(store, sae_id)
+    runs = store.read("runs") if store.has("runs") else pl.DataFrame()
+    keys = merged_keys(run_keys) if run_keys is not None else current_keys(runs, sae_id)
+    fingerprint = reports_fingerprint(store, sae_id, keys)
     if index.exists() and marker.exists() and marker.read_text() == fingerprint:
         log.info("reports are up to date (nothing new in the store) -> %s", index)
         return index
-    data = load_report_data(store, sae_id)
-    keys = data.latent_keys()
-    _write_latent_pages(data, keys, reports_dir)
-    _write_text(index, index_page(data, {key: latent_href(key) for key in keys}))
+    data = load_report_data(store, sae_id, keys)
+    keys_of_pages = data.latent_keys()
+    _write_latent_pages(data, keys_of_pages, reports_dir)
+    _write_text(index, index_page(data, {key: latent_href(key) for key in keys_of_pages}))
     _write_text(marker, fingerprint)
-    log.info("reports: %d latent pages + index in %.1f s -> %s", len(keys), time.perf_counter() - started, index)
+    log.info("reports: %d latent pages + index in %.1f s -> %s", len(keys_of_pages), time.perf_counter() - started,
+             index)
     return index
 
 

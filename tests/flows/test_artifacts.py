@@ -113,7 +113,7 @@ def test_an_api_failure_is_a_warning(monkeypatch, caplog, tmp_path):
 def _store_with_scores(root) -> Store:
     """Two latents of two explainers in both populations, in the real `scores` schema."""
     schema = table_schema("scores").schema
-    fill = {pl.String: "x", pl.Float64: 0.5, pl.Int64: 100, pl.Int32: 0}
+    fill = {pl.String: "x", pl.Float64: 0.5, pl.Int64: 100, pl.Int32: 0, pl.List: [0.5] * 10}
     rows = []
     for latent in (0, 1):
         for explainer in ("n2g", "n2g-random"):

@@ -90,6 +90,7 @@ def _score(latent: int, explainer: str, precision: float, recall: float) -> dict
             "precision": precision, "recall": recall, "f1": f1, "auroc": 0.75, "correlation": float("nan"),
             "threshold": 0.0, "n_tokens": 8, "n_positive": 1, "run_id": "run-1", "balanced_accuracy": float("nan"),
             "score_key": "score-1", "population": "sampled", "mode": "patterns", "estimator": "sample",
+            "decile_recall": None,
             **{f"{m}_{side}": float("nan") for m in ("precision", "recall", "f1") for side in ("lo", "hi")}}
 
 
