@@ -22,7 +22,6 @@ with an empty n-gram matches every token (the always-on baseline).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -79,22 +78,14 @@ def pattern_table(explanations: Sequence[Explanation], corpus: HeldOutCorpus) ->
     Patterns naming a token the corpus never has cannot match and are left out; `ignore_case` patterns
     match every casing; None in an n-gram is a wildcard (any token)."""
     index = corpus.index
-    lowered: dict[str, list[int]] = {}
-    for token, ids in index.tokens_of.items():
-        lowered.setdefault(token.lower(), []).extend(ids)
     rows: list[tuple[int, str, int, int, float]] = []
     for explanation in explanations:
         for pattern in explanation.patterns or []:
-            fold = bool(pattern.get("ignore_case"))
-            options = [[None] if t is None else (lowered.get(t.lower(), []) if fold else index.tokens_of.get(t, []))
-                       for t in pattern["ngram"]]
-            if not all(options):
-                continue
-            shift = len(options) - 1 - int(pattern.get("at", len(options) - 1))
-            for spelling in itertools.product(*options):
-                key = index.key_of(spelling) if spelling else 0
-                rows.append((int(explanation.latent), _shape_code(shape_of(spelling)), shift, key,
-                             float(pattern["act"])))
+            gram = pattern["ngram"]
+            keys = index.spelling_keys(gram, bool(pattern.get("ignore_case"))) if gram else np.zeros(1, np.int64)
+            shift = len(gram) - 1 - int(pattern.get("at", len(gram) - 1))
+            code = _shape_code(shape_of(gram))
+            rows += [(int(explanation.latent), code, shift, int(key), float(pattern["act"])) for key in keys]
     return pl.DataFrame(rows, schema={"latent": pl.Int64, "shape": pl.String, "shift": pl.Int64, "key": pl.Int64,
                                       "act": pl.Float64}, orient="row")
 

@@ -13,7 +13,6 @@ protocol (explain/explainers/base.py).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -197,23 +196,16 @@ def match_on_index(patterns: list[dict], index: CorpusIndex) -> np.ndarray:
     Python loop over tokens (the simulator scores ~100 windows per latent); tested equal to
     `match_patterns`."""
     pred = np.zeros(index.token_ids.size, dtype=np.float32)
-    lowered: dict[str, list[int]] = {}
-    if any(p.get("ignore_case") for p in patterns or []):
-        for token, ids in index.tokens_of.items():
-            lowered.setdefault(token.lower(), []).extend(ids)
     real = index.token_ids.reshape(-1) != index.pad_id
     for p in patterns or []:
         gram, act = p["ngram"], np.float32(p["act"])
         if not gram:  # the empty pattern predicts every token
             pred[real] = np.maximum(pred[real], act)
             continue
-        fold = bool(p.get("ignore_case"))
-        options = [[None] if t is None else (lowered.get(t.lower(), []) if fold else index.tokens_of.get(t, []))
-                   for t in gram]
-        if not all(options):
+        keys = index.spelling_keys(gram, bool(p.get("ignore_case")))
+        if len(keys) == 0:
             continue
         shift = len(gram) - 1 - int(p.get("at", len(gram) - 1))
-        keys = np.array([index.key_of(spelling) for spelling in itertools.product(*options)], dtype=np.int64)
         _, flat = index.occurrences(tuple(t is not None for t in gram), keys)
         np.maximum.at(pred, flat - shift, act)
     return pred

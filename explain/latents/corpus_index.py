@@ -14,6 +14,7 @@ no token has, so an n-gram that ends at a real token never contains padding.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ class CorpusIndex:
     """Token id -> its string (patterns name tokens by their strings)."""
     pad_id: int
     _tokens_of: dict[str, list[int]] | None = field(default=None, repr=False)
+    _lowered: dict[str, list[int]] | None = field(default=None, repr=False)
     _sorted: dict[Shape, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -150,6 +152,20 @@ class CorpusIndex:
         """[m] occurrences of each key (n-grams of `shape`) in the whole index."""
         sorted_keys, _ = self.sorted_keys(shape)
         return np.searchsorted(sorted_keys, keys, "right") - np.searchsorted(sorted_keys, keys, "left")
+
+    def spelling_keys(self, gram: Sequence[str | None], ignore_case: bool = False) -> np.ndarray:
+        """Keys [m] of every token-id spelling of an n-gram of token strings (None: a wildcard): a string
+        can render from several ids, and with `ignore_case` from every casing. Empty when a token of the
+        n-gram is not in the index (the n-gram can never match)."""
+        if ignore_case and self._lowered is None:
+            self._lowered = {}
+            for token, ids in self.tokens_of.items():
+                self._lowered.setdefault(token.lower(), []).extend(ids)
+        spell = self._lowered if ignore_case else self.tokens_of
+        options = [[None] if t is None else spell.get(t.lower() if ignore_case else t, []) for t in gram]
+        if not all(options):
+            return np.zeros(0, dtype=np.int64)
+        return np.array([self.key_of(s) for s in itertools.product(*options)], dtype=np.int64)
 
     def key_of(self, gram: Sequence[int | None]) -> int:
         """The key of one n-gram of token ids, None for a wildcard position."""

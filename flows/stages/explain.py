@@ -40,21 +40,20 @@ def make_explainer(cfg: RunConfig, session: LLMSession | None, source: CorpusSou
     return N2GExplainer(cfg.n2g, source)
 
 
-_SOURCES: dict[tuple[str, str, str], CorpusSource] = {}
-"""Corpus sources built in this process, by (store, dataset, SAE): every chunk task of a run reuses one."""
+_INDEXES: dict[tuple[str, str], CorpusIndex] = {}
+"""Corpus indexes built in this process, by (store, dataset): every chunk task of a run reuses one."""
 
 
 def corpus_source(cfg: RunConfig, data: DataRef, sid: str) -> CorpusSource:
     """The corpus and the latent cache of `sid`, for N2G to mine every explain-side context (built once
     per process; the split seed and fraction are the run's, so they are part of the source)."""
     store = Store(cfg.store)
-    key = (str(store.root.resolve()), data.dataset_id, sid)
-    if key not in _SOURCES:
-        index = CorpusIndex.from_contexts(read_contexts(store, data.dataset_id))
-        _SOURCES.clear()  # one corpus at a time: an index holds ~16 bytes per token per n-gram shape
-        _SOURCES[key] = CorpusSource(index, lambda latents: read_latent_acts(store, sid, latents), 0, 0.5)
-    source = _SOURCES[key]
-    return CorpusSource(source.index, source.acts, cfg.seed, cfg.sampling.explain_fraction)
+    key = (str(store.root.resolve()), data.dataset_id)
+    if key not in _INDEXES:
+        _INDEXES.clear()  # one corpus at a time: an index holds ~16 bytes per token per n-gram shape
+        _INDEXES[key] = CorpusIndex.from_contexts(read_contexts(store, data.dataset_id))
+    return CorpusSource(_INDEXES[key], lambda latents: read_latent_acts(store, sid, latents), cfg.seed,
+                        cfg.sampling.explain_fraction)
 
 
 def run_explainer(cfg: RunConfig, data: DataRef, sid: str, session: LLMSession | None) -> Explainer:
