@@ -25,7 +25,7 @@ from explain.explainers.n2g import N2GConfig
 from explain.latents.stats import LatentStatsConfig
 from explain.llm.settings import LLMSettings
 from explain.sampling.config import SamplingConfig
-from sae.config import SAEOptions, TrainConfig
+from sae.config import EvalConfig, SAEOptions, TrainConfig
 from score.simulators.llm import LLMSimulatorConfig
 
 SCORERS = ("simulation", "detection", "fuzzing")
@@ -72,6 +72,8 @@ class RunConfig(BaseModel):
     """Shape and objective of the SAE trained when no --sae is given."""
     train: TrainConfig = TrainConfig(tokens=2_000_000)
     """SAE training."""
+    sae_eval: EvalConfig = EvalConfig()
+    """SAE quality metrics (sae_metrics): held-out FVU, downstream loss, probe loss, ablation sparsity."""
     stats: LatentStatsConfig = LatentStatsConfig()
     """Per-latent statistics: which latents are worth explaining."""
     sampling: SamplingConfig = SamplingConfig()
@@ -104,6 +106,8 @@ class RunConfig(BaseModel):
     """Run explain and score on this Dask scheduler (tcp://host:port) instead of in this process."""
     seed: int = 0
     """Seed for training, sampling and baselines."""
+    force: bool = False
+    """Use an --sae whose cfg.json names another layer or model than the run's (the width must still match)."""
 
     @field_validator("scorers", mode="before")
     @classmethod
@@ -156,15 +160,15 @@ def parse_latents(spec: str) -> tuple[list[tuple[int, int]], int | None]:
     return ranges, None
 
 
-GROUPS = ("data", "sae", "train", "stats", "sampling", "n2g", "llm", "simulator")
+GROUPS = ("data", "sae", "train", "sae_eval", "stats", "sampling", "n2g", "llm", "simulator")
 """Nested stage configs; each becomes a block of CLI flags."""
 
-PLACEMENT = frozenset({"store", "workers", "dask_address", "chunk_latents"})
-"""Top-level fields that say where and in what pieces a run writes and runs, never what it computes (not in
-config_hash)."""
+PLACEMENT = frozenset({"store", "workers", "dask_address", "chunk_latents", "force"})
+"""Top-level fields that say where and in what pieces a run writes and runs, or whether preflight may be
+overridden (force), never what it computes (not in config_hash)."""
 
 NOT_IN_KEY: dict[str, frozenset[str]] = {
-    "train": frozenset({"device", "log_every", "progress"}),
+    "train": frozenset({"device", "log_every", "progress", "checkpoint_every"}),
     "sampling": frozenset({"batch_rows", "neighbour_block", "context_chunk"}),
     "llm": frozenset({"base_url", "api_key_env", "max_concurrency", "requests_per_minute", "tokens_per_minute",
                       "max_retries", "retry_initial_wait_s", "retry_max_wait_s", "timeout_s", "json_mode",

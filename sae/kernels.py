@@ -118,7 +118,9 @@ class _TopKEncode(torch.autograd.Function):
     def forward(ctx, x, b_dec, W_enc, b_enc, k: int, dead_mask: Tensor | None, k_aux: int):
         # (x - b_dec) @ W_enc + b_enc without materialising x - b_dec: the one dense matmul
         # (addmm would first copy the broadcast bias into the output: slower on CPU than add_ after)
-        pre = torch.mm(x, W_enc).add_(b_enc - b_dec @ W_enc)  # [batch, n_latents]
+        pre = torch.mm(x, W_enc)  # [batch, n_latents]; bf16 under autocast
+        # cast the bias first: adding an fp32 vector into bf16 takes a slow mixed-dtype path on CPU
+        pre.add_((b_enc - b_dec @ W_enc).to(pre.dtype))
         top = torch.topk(pre, k, dim=1, sorted=True)
         values, indices = top.values.to(x.dtype).relu(), top.indices
         if dead_mask is None:

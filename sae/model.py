@@ -65,6 +65,8 @@ class TopKSAE(nn.Module):
         # training state, not part of the saved SAE
         since_fired = torch.zeros(cfg.n_latents, dtype=torch.long)
         self.register_buffer("tokens_since_fired", since_fired, persistent=False)
+        self.dead_window = cfg.dead_tokens
+        """Tokens without firing after which a latent is dead (AuxK); the trainer scales it to the run."""
 
     # --- normalisation -------------------------------------------------------------------------
     def normalize(self, x: Tensor) -> tuple[Tensor, NormStats]:
@@ -103,8 +105,8 @@ class TopKSAE(nn.Module):
 
     # --- training forward ------------------------------------------------------------------------
     def dead_mask(self) -> Tensor:
-        """[n_latents] bool: latents that have not fired for cfg.dead_tokens training tokens."""
-        return self.tokens_since_fired >= self.cfg.dead_tokens
+        """[n_latents] bool: latents that have not fired for dead_window training tokens."""
+        return self.tokens_since_fired >= self.dead_window
 
     def forward(self, x: Tensor) -> SAEOutput:
         """x [batch, d_in] raw -> SAEOutput with reconstruction, code and losses (AuxK, Multi-TopK)."""

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from score.intervals import prf_intervals
+from score.metrics import clamp
 from score.simulators.base import WindowSimulation
 
 
@@ -36,8 +37,8 @@ def weighted_binary(y_true: np.ndarray, y_pred: np.ndarray, w: np.ndarray) -> di
     y_true, y_pred = np.asarray(y_true, dtype=bool).ravel(), np.asarray(y_pred, dtype=bool).ravel()
     w = np.asarray(w, dtype=np.float64).ravel()
     tp, pred, true = float(w[y_true & y_pred].sum()), float(w[y_pred].sum()), float(w[y_true].sum())
-    return {"precision": tp / pred if pred > 0 else 0.0, "recall": tp / true if true > 0 else 0.0,
-            "f1": 2 * tp / (pred + true) if pred + true > 0 else 0.0}
+    return {"precision": clamp(tp / pred) if pred > 0 else 0.0, "recall": clamp(tp / true) if true > 0 else 0.0,
+            "f1": clamp(2 * tp / (pred + true)) if pred + true > 0 else 0.0}
 
 
 def weighted_auroc(y_true: np.ndarray, y_score: np.ndarray, w: np.ndarray) -> float:
@@ -54,7 +55,7 @@ def weighted_auroc(y_true: np.ndarray, y_score: np.ndarray, w: np.ndarray) -> fl
     pos = np.bincount(group.ravel(), w * y_true, len(values))
     neg = np.bincount(group.ravel(), w * ~y_true, len(values))
     below = np.cumsum(neg) - neg  # negative weight strictly below each value
-    return float((pos * (below + 0.5 * neg)).sum() / (w_pos * w_neg))
+    return clamp(float((pos * (below + 0.5 * neg)).sum() / (w_pos * w_neg)))
 
 
 def weighted_pearson(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
@@ -69,7 +70,7 @@ def weighted_pearson(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
         return math.nan
     total = w.sum()
     da, db = a - (w @ a) / total, b - (w @ b) / total
-    return float((w @ (da * db)) / math.sqrt((w @ (da * da)) * (w @ (db * db))))
+    return clamp(float((w @ (da * db)) / math.sqrt((w @ (da * da)) * (w @ (db * db)))), -1.0)
 
 
 def ipw_totals(true_acts: Sequence[np.ndarray], windows: Sequence[WindowSimulation], weights: Sequence[float],

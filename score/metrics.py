@@ -75,6 +75,13 @@ def _balanced_accuracy(tp: int, tn: int, n_pos: int, n_neg: int) -> float:
     return sum(recalls) / len(recalls) if recalls else math.nan
 
 
+def clamp(value: float, low: float = 0.0, high: float = 1.0) -> float:
+    """`value` clipped to [low, high] (NaN stays NaN): sums of floats that form a bounded ratio (rank sums,
+    weighted counts, correlations) can overshoot their bound by an ulp or two, and the store refuses an
+    AUROC of 1.0000000000000153 (flows/store/schemas.py::VALUE_CHECKS)."""
+    return value if math.isnan(value) else min(high, max(low, value))
+
+
 def auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     """Area under the ROC curve of graded `y_score` ([n]) against boolean `y_true` ([n]); NaN if one class.
 
@@ -92,7 +99,7 @@ def auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     _, inverse, counts = np.unique(y_score, return_inverse=True, return_counts=True)
     average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based rank of each distinct value
     rank_sum = float(average_rank[inverse.ravel()][y_true].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return clamp((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -104,7 +111,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return math.nan
     da, db = a - a.mean(), b - b.mean()
-    return float(np.dot(da, db) / math.sqrt(np.dot(da, da) * np.dot(db, db)))
+    return clamp(float(np.dot(da, db) / math.sqrt(np.dot(da, da) * np.dot(db, db))), -1.0)
 
 
 def flatten_aligned(true_acts: list[np.ndarray], sim_acts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -35,6 +35,7 @@ from explain.sampling.keys import split_of
 from score.base import ScoreOutcome
 from score.deciles import N_DECILES, decile_recall
 from score.intervals import prf_intervals
+from score.metrics import clamp
 
 TruthFn = Callable[[list[int]], pl.DataFrame]
 """latents -> their cached activations: rows (ctx_id i64, pos i32, latent i32, value f32), value > 0."""
@@ -224,14 +225,14 @@ def _auroc(levels: pl.DataFrame, unseen: int, base: float, n: int, n_true: int) 
     values, group = np.unique(p, return_inverse=True)  # ascending predicted values
     pos, neg = np.bincount(group, pos, len(values)), np.bincount(group, neg, len(values))
     below = np.cumsum(neg) - neg
-    return float((pos * (below + 0.5 * neg)).sum() / (n_true * n_neg))
+    return clamp(float((pos * (below + 0.5 * neg)).sum() / (n_true * n_neg)))
 
 
 def _pearson(n: int, sp: float, spp: float, st: float, stt: float, spt: float) -> float:
     var_p, var_t = n * spp - sp * sp, n * stt - st * st
     if var_p <= 0 or var_t <= 0:
         return math.nan
-    return float((n * spt - sp * st) / math.sqrt(var_p * var_t))
+    return clamp(float((n * spt - sp * st) / math.sqrt(var_p * var_t)), -1.0)
 
 
 class NaturalPatternScorer:

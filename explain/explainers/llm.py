@@ -125,10 +125,11 @@ class LLMExplainer:
             return self._row(record, text="", status="failed", error=f"{exc.kind}: {exc}",
                              prompt_tokens=exc.prompt_tokens, completion_tokens=exc.completion_tokens,
                              cost_usd=exc.cost_usd)
-        except Exception as exc:  # one latent's surprise must not sink the batch
-            log.exception("latent %s: unexpected explainer error", record.latent)
-            return self._row(record, text="", status="failed",
-                             error=self.client.scrub(f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # one latent's surprise must not sink the batch; one line, no traceback
+            error = self.client.scrub(f"{type(exc).__name__}: {exc}")[:500]
+            log.warning("latent %s: unexpected explainer error: %s", record.latent, error)
+            log.debug("latent %s: explainer traceback", record.latent, exc_info=True)
+            return self._row(record, text="", status="failed", error=error)
         return self._row(record, text=reply.value, prompt_tokens=reply.prompt_tokens,
                          completion_tokens=reply.completion_tokens, cost_usd=reply.cost_usd)
 

@@ -18,6 +18,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
+def file_mode() -> int:
+    """0666 minus the process umask: the mode `open()` gives a new file. Read from /proc (Linux) because
+    the portable way, os.umask(), briefly changes the umask of every thread."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def request_hash(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
     """sha256 hex digest of a canonical JSON encoding of (model, messages, params)."""
     payload = json.dumps(
@@ -87,6 +101,7 @@ class DirectoryResponseCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, file_mode())  # mkstemp makes 0600; entries get the mode any new file gets
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(entry, f, ensure_ascii=False)
             os.replace(tmp, path)

@@ -6,15 +6,18 @@ One `LLMClient` per run. `complete_json(...)` is the only way explainers and sco
    without a request (reported with status "cached", latency 0, cost 0);
 2. otherwise a budget reservation, the concurrency semaphore and the RPM/TPM buckets are taken, and the
    request is sent with `tenacity` retries (exponential backoff + jitter on 429/5xx/timeouts/connection
-   errors; a server's Retry-After / retry-after-ms wins; `max_retries` bounds it);
+   errors and 200s whose body is cut short; a server's Retry-After / retry-after-ms wins, capped at
+   `retry_max_wait_s`; `max_retries` bounds it; `timeout_s` bounds each attempt, so a stalled server
+   is one retried attempt, not a hang);
 3. the reply is parsed (structured output where supported, else the tolerant parser) and validated by
    the caller's function; a reply that fails is re-requested `parse_retries` times, then the call fails;
 4. only validated replies are cached.
 
 Every HTTP attempt and every cache hit is reported through `on_call(row)` with the `llm_calls`
-columns; status is "ok", "cached", "retry" (failed attempt that will be retried), "failed" (gave up) or
-"invalid" (a reply that did not parse/validate). Capabilities (JSON schema / JSON mode / logprobs) are
-detected on the first request that needs them and remembered by the client. Request parameters are
+columns; status is "ok", "cached", "retry" (failed attempt that will be retried), "failed" (the attempt
+after which the call gave up: retries exhausted, not retryable, or the last reply that did not parse) or
+"invalid" (a reply that did not parse/validate and is asked again). Capabilities (JSON schema / JSON mode /
+logprobs) are detected on the first request that needs them and remembered by the client. Request parameters are
 built per request from the immutable settings; the only mutable state is capability flags, counters
 and per-event-loop connection objects.
 """
@@ -46,6 +49,7 @@ from explain.llm.transport import (
     CallStats,
     RawReply,
     is_retryable,
+    malformed_response,
     request_kwargs,
     response_format_rejected,
     retry_after_seconds,
@@ -197,7 +201,7 @@ class LLMClient:
 
     async def _request_validated(self, spec: _CallSpec, validate: Callable[[Any], T]) -> LLMReply:
         last_error = ""
-        for _ in range(self.settings.parse_retries + 1):
+        for asked in range(self.settings.parse_retries + 1):
             raw = await self._request_with_retries(spec)
             if raw.refusal:
                 self._report_reply(spec, raw, "failed", f"refusal: {raw.refusal[:200]}")
@@ -206,7 +210,9 @@ class LLMClient:
                 value = validate(parse_json_reply(raw.text))
             except LLMParseError as exc:
                 last_error = str(exc)
-                self._report_reply(spec, raw, "invalid", last_error)
+                # the last bad reply is the call's give-up: logged as "failed", so llm_calls says which gave up
+                self._report_reply(spec, raw, "failed" if asked == self.settings.parse_retries else "invalid",
+                                   last_error)
                 continue
             self._report_reply(spec, raw, "ok", "")
             if self.cache is not None:
@@ -292,6 +298,10 @@ class LLMClient:
             except openai.APIError as exc:
                 self._report_failure(spec, started, exc, final=final or not is_retryable(exc))
                 raise
+            except ValueError as exc:  # the SDK's JSONDecodeError on a body cut short: retryable
+                wrapped = malformed_response(exc, f"{state.api.base_url}chat/completions")
+                self._report_failure(spec, started, wrapped, final=final)
+                raise wrapped from None
             raw = to_raw_reply(response)
             raw.latency_s = time.monotonic() - started  # reported once the reply is validated
             if use_logprobs and self.logprobs_supported is None:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import openai
 
 from explain.llm.settings import LLMSettings
@@ -67,6 +68,19 @@ class CallRecorder:
         return sum(1 for r in self.rows if r["status"] != "cached")
 
 
+class MalformedResponse(openai.APIConnectionError):
+    """A reply whose HTTP body is not a whole JSON document (a 200 cut short by a proxy or a dying server).
+
+    The SDK raises a bare JSONDecodeError for it; as a connection error it is retried like a dropped
+    connection (`is_retryable`), since the same request usually succeeds when sent again.
+    """
+
+
+def malformed_response(exc: ValueError, url: str) -> MalformedResponse:
+    """`exc` (the SDK's JSON decoding error) as a retryable `MalformedResponse` for a request to `url`."""
+    return MalformedResponse(message=f"malformed response body ({exc})", request=httpx.Request("POST", url))
+
+
 def request_kwargs(settings: LLMSettings, messages: list[dict[str, str]], max_tokens: int,
                    schema: dict | None, json_level: str, logprobs: bool, purpose: str) -> dict[str, Any]:
     """Keyword arguments for `chat.completions.create`, built fresh for every request."""
@@ -109,8 +123,8 @@ def _logprobs(choice: Any) -> list[dict] | None:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """429 (except an exhausted quota), 408/409, 5xx, timeouts and connection errors."""
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+    """429 (except an exhausted quota), 408/409, 5xx, timeouts, connection errors and cut-off bodies."""
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError and MalformedResponse
         return True
     if isinstance(exc, openai.APIStatusError):
         if getattr(exc, "code", None) == "insufficient_quota":

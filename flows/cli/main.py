@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError
+from safetensors import SafetensorError
 
 from flows.cli.flags import add_run_flags, add_verbose_flag, flag_name, run_config
 from flows.cli.schedule import COMMANDS as SCHEDULE_COMMANDS
@@ -24,8 +27,40 @@ from flows.store import Store, default_store_root
 
 log = logging.getLogger("latent_atlas")
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
-"""Exceptions that mean a user mistake (one line on stderr, exit 2). A KeyError is a bug: it propagates."""
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
+                                               SafetensorError)
+"""Exceptions that mean a user mistake (one line on stderr, exit 2). A KeyError is a bug: it propagates.
+SafetensorError: a corrupt weights file that got past preflight (an SAE's header is checked up front)."""
+_ASSIGNED = re.compile(r"\b([a-z][a-z0-9_]*)=")
+
+
+def validation_message(exc: ValidationError) -> str:
+    """The first error of a config as one line naming its flag: a field's error names the field's flag; a
+    check across a group's fields (`k=200 exceeds n_latents=100`) names each field's flag in the message."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not str(p).isdigit()]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if loc and loc[-1] not in GROUPS:
+        return f"{flag_name('.'.join(loc[-2:]))}: {msg}"
+    from flows.config import RunConfig
+
+    group = loc[-1] if loc else ""
+    model = RunConfig.model_fields[group].annotation if group else RunConfig
+    fields = getattr(model, "model_fields", {})
+
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        return flag_name(f"{group}.{name}" if group else name) + " " if name in fields else match.group(0)
+
+    named = _ASSIGNED.sub(flag, msg)
+    return named if named != msg else f"{group or 'run'} settings: {msg}"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (exit 2); the usage block is what --help is for."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.cli.stages import add_stage_commands
     from flows.cli.train import add_train_flags
 
-    parser = argparse.ArgumentParser(prog="latent-atlas", description=(__doc__ or "").splitlines()[0])
+    parser = OneLineParser(prog="latent-atlas", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train or load an SAE, explain and score its latents, write reports",
@@ -53,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_verbose_flag(status)
     status.add_argument("--store", default=None, help="store directory (default: $LATENT_ATLAS_STORE or ./atlas-store)")
     add_schedule_commands(sub)
+    from flows.cli.dashboard import add_dashboard_command
+    from flows.cli.export import add_export_command
+
+    add_dashboard_command(sub)
+    add_export_command(sub)
+    from flows.cli.sweep import add_sweep_command
+
+    add_verbose_flag(add_sweep_command(sub))
     for command in sub.choices.values():
         if "--verbose" not in command._option_string_actions:
             add_verbose_flag(command)
@@ -100,18 +143,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx", "httpcore", "openai"):  # one line per HTTP request to the Prefect API otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from flows.cli.stages import STAGES, stage_command
+    from flows.cli.sweep import sweep_command
     from flows.cli.train import train_sae_command
 
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
-        "run": _run, "train-sae": train_sae_command, "status": _status, **dict.fromkeys(STAGES, stage_command),
+        "run": _run, "train-sae": train_sae_command, "sweep": sweep_command, "status": _status,
+        **dict.fromkeys(STAGES, stage_command),
         **dict.fromkeys(SCHEDULE_COMMANDS, schedule_command)}
+    from flows.cli.dashboard import dashboard_command
+    from flows.cli.export import export_command
+
+    commands.update({"dashboard": dashboard_command, "export": export_command})
     try:
         return commands[args.command](args)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(p) for p in err["loc"] if not str(p).isdigit()]
-        where = flag_name(".".join(loc[-2:])) if loc and loc[-1] not in GROUPS else f"{loc[-1]} settings"
-        sys.stderr.write(f"latent-atlas: error: {where}: {err['msg']}\n")
+        sys.stderr.write(f"latent-atlas: error: {validation_message(exc)}\n")
     except USER_ERRORS as exc:
         if os.environ.get("LATENT_ATLAS_DEBUG"):
             raise

@@ -90,6 +90,17 @@ def _failures(store: Store) -> str:
             lines.append(f"explanations not ok, by reason:\n{_table(reasons.head(MAX_REASONS))}")
             if reasons.height > MAX_REASONS:
                 lines.append(f"... and {reasons.height - MAX_REASONS} more reasons")
+    if store.has("score_failures"):
+        scores = store.read("scores").select("sae_id", "score_key", "latent", "explainer", "scorer") \
+            if store.has("scores") else None
+        failed = store.read("score_failures")
+        if scores is not None and scores.height:  # a later score row under the same key supersedes a failure
+            failed = failed.join(scores.unique(), on=["sae_id", "score_key", "latent", "explainer", "scorer"],
+                                 how="anti")
+        if failed.height:
+            reasons = (failed.with_columns(pl.col("reason").str.slice(0, 90))
+                       .group_by("explainer", "scorer", "status", "reason").len().sort("len", descending=True))
+            lines.append(f"latents not scored, by reason:\n{_table(reasons.head(MAX_REASONS))}")
     runs = store.read("runs").filter(pl.col("status") == "failed")
     if runs.height:
         errors = runs.group_by(pl.col("error").str.slice(0, 90)).len().sort("len", descending=True)

@@ -19,7 +19,7 @@ from flows.store import Store
 
 log = logging.getLogger(__name__)
 
-TRAIN_SAE_FIELDS = ("sae", "train", "device", "seed")
+TRAIN_SAE_FIELDS = ("sae", "train", "sae_eval", "device", "seed")
 """The RunConfig fields train-sae takes flags for (the rest shape no SAE trained from a file)."""
 LINEAGE_KEYS = ("model", "model_fingerprint", "layer", "dataset_id")
 """What an SAE trained in a run records in its cfg.json metadata (flows/stages/sae.py)."""
@@ -34,29 +34,61 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def train_sae_command(args: argparse.Namespace) -> int:
-    """Train on the file with run's settings and save the SAE with what the file was computed from."""
+    """Train on the file's first rows with run's settings (the last `--train-heldout-frac` are held out and
+    evaluated), checkpointing beside --out, and save the SAE with what the file was computed from."""
     from flows.stages.data import resolve_device
     from flows.stages.sae import INIT_SAMPLE_TOKENS, sample_rows
+    from sae.checkpoint import remove_checkpoint
     from sae.config import SAEConfig
-    from sae.data.activation_files import open_activations, shuffled_batches
+    from sae.data.activation_files import check_finite, open_activations, shuffled_batches
+    from sae.evaluate import heldout_metrics
     from sae.formats import save_sae
     from sae.train import train_sae
 
     cfg = run_config(args)
-    path = Path(args.activations)
+    path, out = Path(args.activations), Path(args.out)
     acts = open_activations(path)
+    check_finite(acts, path)
+    lineage = activation_lineage(path)
+    cut = training_cut(cfg, path, len(acts), lineage)
+    train_rows = acts[:cut]
     sae_cfg = SAEConfig(d_in=int(acts.shape[1]), **cfg.sae.model_dump())
     train_cfg = cfg.train.model_copy(update={"device": resolve_device(cfg.device)})
-    batches = shuffled_batches(acts, train_cfg.batch_size, train_cfg.tokens, seed=cfg.seed)
-    result = train_sae(sae_cfg, train_cfg, batches, sample_rows(acts, INIT_SAMPLE_TOKENS, seed=cfg.seed))
-    out = Path(args.out)
-    lineage = activation_lineage(path)
-    save_sae(result.sae, out, metadata={"activations": str(path.resolve()), **lineage},
-             training_stats=dict(result.stats))
-    stats = ", ".join(f"{k} {v:.4g}" for k, v in result.stats.items() if isinstance(v, int | float))
+    checkpoint = out.parent / f".{out.name}.checkpoint.pt"
+
+    def batches(done: int):
+        return shuffled_batches(train_rows, train_cfg.batch_size, train_cfg.tokens, seed=cfg.seed, start=done)
+
+    result = train_sae(sae_cfg, train_cfg, batches, sample_rows(train_rows, INIT_SAMPLE_TOKENS, seed=cfg.seed),
+                       checkpoint=checkpoint)
+    stats = dict(result.stats)
+    if cut < len(acts):
+        held = heldout_metrics(result.sae, acts[cut : cut + cfg.sae_eval.max_tokens])
+        stats.update(fvu_heldout=held["fvu_heldout"], dead_frac_heldout=held["dead_frac"], heldout_rows=cut)
+    save_sae(result.sae, out, metadata={"activations": str(path.resolve()), **lineage}, training_stats=stats)
+    remove_checkpoint(checkpoint)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in stats.items() if isinstance(v, int | float))
     source = f" (model {lineage['model']}, layer {lineage['layer']})" if lineage else ""
-    sys.stdout.write(f"saved SAE to {out.resolve()}{source}\n{stats}\n")
+    warning = ("\nWARNING: held-out FVU > 1: the SAE reconstructs worse than the mean"
+               if stats.get("fvu_heldout", 0) > 1 else "")
+    sys.stdout.write(f"saved SAE to {out.resolve()}{source}\n{shown}{warning}\n")
     return 0
+
+
+def training_cut(cfg, path: Path, n_rows: int, lineage: dict) -> int:
+    """Rows [0, cut) train: for a store's file the run's split (its last whole contexts held out, as
+    flows/stages/sae.py::training_rows), else the last `train.heldout_frac` of the rows."""
+    from flows.stages.sae import heldout_contexts
+
+    n_ctx = 0
+    if lineage.get("dataset_id") and Store(path.resolve().parents[2]).has("contexts"):
+        import polars as pl
+
+        contexts = Store(path.resolve().parents[2]).scan("contexts")
+        n_ctx = contexts.filter(pl.col("dataset_id") == lineage["dataset_id"]).select(pl.len()).collect().item()
+    if n_ctx and n_rows % n_ctx == 0:
+        return (n_ctx - heldout_contexts(cfg, n_ctx)) * (n_rows // n_ctx)
+    return n_rows - int(n_rows * cfg.train.heldout_frac) if n_rows > 1 else n_rows
 
 
 def activation_lineage(path: Path) -> dict:

@@ -1,4 +1,5 @@
-"""HTML reports: the dashboard and one page per latent (write.py), and the CLI's score summary."""
+"""Reports: the dashboard and one page per latent, as a static export (write.py) or served
+(flows/dashboard/server.py) from the same views and templates (docs/dashboard.md); the CLI's score summary."""
 
 from flows.reports.write import write_reports
 

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from flows.reports.html import esc
 from flows.store import Store
 from flows.store.rows import latest_rows
-from score.baselines import RANDOM_SUFFIX
+from score.baselines import PATTERN_BASELINES, RANDOM_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,8 @@ LatentKey = tuple[str, int]
 
 @dataclass
 class TokenText:
-    """Display form of one context's tokens: escaped separator and escaped text per token ([ctx_len])."""
+    """Display form of one context's tokens: separator and raw text per token ([ctx_len]); the browser
+    escapes them (textContent), so they stay raw here."""
 
     seps: list[str]
     texts: list[str]
@@ -60,32 +60,48 @@ class ReportData:
 
 
 def is_baseline(explainer: str) -> bool:
-    return explainer.endswith(RANDOM_SUFFIX)
+    """Random (`<explainer>-random`) and pattern baselines (top-token, always-on): reference rows, not explanations."""
+    return explainer.endswith(RANDOM_SUFFIX) or explainer in PATTERN_BASELINES
 
 
-def load_report_data(store: Store, sae_id: str | None = None, keys: dict[str, set[str]] | None = None) -> ReportData:
+def load_report_data(store: Store, sae_id: str | None = None, keys: dict[str, set[str]] | None = None,
+                     latent: int | None = None, examples: bool = True,
+                     latent_range: tuple[int, int] | None = None) -> ReportData:
     """Read runs, latent_stats, explanations, scores, examples, simulations and contexts from `store`.
 
     Rows are those of `keys` (a run's own resume keys, merged per key column) when given, else those of
     the settings of each SAE's newest ok run (`runs.keys`, `current_keys`), so a rerun with changed
-    settings replaces what the pages show while the old rows stay in the tables.
+    settings replaces what the pages show while the old rows stay in the tables. `latent`: that latent
+    only (a served page); `latent_range`: latents lo <= latent < hi (the export, a slice at a time, so its
+    memory stays bounded); `examples=False`: no examples, simulations or tokens (the dashboard's index).
     """
     runs = _read(store, "runs", None)
     keys = current_keys(runs, sae_id) if keys is None else keys
-    examples = _latest(_read(store, "examples", sae_id, _in_keys(keys, "sample_key")),
-                       ["sae_id", "latent", "split", "kind", "ctx_id", "start"])
-    stats = _latest(_read(store, "latent_stats", sae_id, _in_keys(keys, "stats_key")), ["sae_id", "latent"])
-    explanations = _read(store, "explanations", sae_id, _in_keys(keys, "explain_key"))
-    simulations = _real_simulations(store, sae_id, _in_keys(keys, "score_key"))
+
+    def where(column: str) -> pl.Expr | None:
+        by_key = _in_keys(keys, column)
+        if latent is not None:
+            some = pl.col("latent") == latent
+        elif latent_range is not None:
+            some = pl.col("latent").is_between(latent_range[0], latent_range[1], closed="left")
+        else:
+            return by_key
+        return some if by_key is None else by_key & some
+
+    example_rows = _latest(_read(store, "examples", sae_id, where("sample_key")),
+                           ["sae_id", "latent", "split", "kind", "ctx_id", "start"]) if examples else pl.DataFrame()
+    stats = _latest(_read(store, "latent_stats", sae_id, where("stats_key")), ["sae_id", "latent"])
+    explanations = _read(store, "explanations", sae_id, where("explain_key"))
+    simulations = _real_simulations(store, sae_id, where("score_key")) if examples else pl.DataFrame()
     data = ReportData(
         stats={k: rows[0] for k, rows in _grouped(stats).items()},
         explanations=_grouped(_latest_explanations(explanations)),
-        scores=_grouped(_latest_scores(_read(store, "scores", sae_id, _in_keys(keys, "score_key")), runs)),
-        examples=_grouped(examples, array_columns=("acts",)),
+        scores=_grouped(_latest_scores(_read(store, "scores", sae_id, where("score_key")), runs)),
+        examples=_grouped(example_rows, array_columns=("acts",)),
         simulations=_grouped(simulations, array_columns=("true_acts", "sim_acts")),
         runs=_recent_runs(runs),
     )
-    data.tokens = _context_tokens(store, examples)
+    data.tokens = _context_tokens(store, example_rows)
     log.info("reports: %d latents, %d contexts with tokens", len(data.latent_keys()), len(data.tokens))
     return data
 
@@ -247,7 +263,7 @@ def _context_tokens(store: Store, examples: pl.DataFrame) -> dict[int, TokenText
 
 
 def display_tokens(tokens: list[str], bpe: bool) -> TokenText:
-    """Readable, escaped token text: WordPiece `##x` joins the previous token; BPE `Ġx`/`▁x` starts a word."""
+    """Readable token text (raw, not escaped): WordPiece `##x` joins the previous token; BPE `Ġx`/`▁x` starts a word."""
     seps, texts = [], []
     for i, token in enumerate(tokens):
         if bpe:
@@ -259,7 +275,7 @@ def display_tokens(tokens: list[str], bpe: bool) -> TokenText:
         else:
             sep, text = (" " if i else ""), token
         seps.append(sep)
-        texts.append(esc(text))
+        texts.append(text)
     return TokenText(seps=seps, texts=texts)
 
 

@@ -7,6 +7,7 @@ import polars as pl
 
 from flows.store import Store
 from flows.store.rows import latest_rows
+from flows.store.schemas import table_schema
 from score.deciles import N_DECILES
 from score.intervals import median_interval
 from score.metrics import METRICS
@@ -35,6 +36,7 @@ def headline_rows(store: Store, sae_id: str, score_keys: list[str] | None = None
         rows = rows.with_columns(pl.lit(None, dtype=pl.String).alias("estimator"))
     rows = rows.with_columns(pl.col("estimator").fill_null(
         pl.when(pl.col("population") == "natural").then(pl.lit("exact")).otherwise(pl.lit("sample"))))
+    rows = _newest_per_key(store, rows)
     # one estimator per (population, explainer, scorer): the best one it has, over all its latents
     best = pl.col("_estimator_order").min().over("population", "explainer", "scorer")
     return (rows.with_columns(pl.col("estimator").replace_strict(ESTIMATOR_ORDER, default=9).alias("_estimator_order"))
@@ -137,5 +139,27 @@ def summary_text(store: Store, sae_id: str, score_keys: list[str], stats_key: st
     """What a command prints after scoring: the medians table, recall by decile, and what was not scored."""
     parts = [format_summary(score_summary(store, sae_id, score_keys)),
              format_deciles(decile_summary(store, sae_id, score_keys)),
-             unscored_summary(store, sae_id, stats_key, explain_keys)]
+             unscored_summary(store, sae_id, stats_key, explain_keys), fvu_warning(store, sae_id)]
     return "\n\n".join(p for p in parts if p)
+
+
+def fvu_warning(store: Store, sae_id: str) -> str:
+    """One line when the SAE's newest sae_metrics row says it reconstructs worse than the mean (FVU > 1)."""
+    if not store.has("sae_metrics"):
+        return ""
+    rows = store.scan("sae_metrics").filter(pl.col("sae_id") == sae_id).sort("created_at").collect()
+    if rows.height == 0 or not rows["fvu_above_one"][-1]:
+        return ""
+    return (f"WARNING: SAE {sae_id} has held-out FVU {rows['fvu_heldout'][-1]:.3f} > 1: it reconstructs worse "
+            "than predicting the mean (check the SAE's layer, normalisation and training)")
+
+
+def _newest_per_key(store: Store, rows: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per `scores` key: that of the most recently started run (a key scored twice, e.g. by two
+    runs at once, counts once)."""
+    key = list(table_schema("scores").key)
+    if not store.has("runs"):
+        return latest_rows(rows, key).lazy()
+    started = store.scan("runs").select("run_id", pl.col("started_at").alias("_started")).unique("run_id")
+    rows = rows.join(started, on="run_id", how="left", maintain_order="left")
+    return latest_rows(rows, key, "_started").lazy().drop("_started")

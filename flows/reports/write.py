@@ -1,12 +1,16 @@
-"""Write the HTML reports from the store: `reports/index.html` and one page per latent.
+"""Static export of the reports: `<store>/reports/` opens from file:// with no server and no network.
 
-Layout (docs/store.md): `<store>/reports/index.html` (the dashboard) and
-`<store>/reports/latents/<sae_id>/<latent>.html`. Pages are self-contained (inline CSS/JS, no network)
-and link to each other with relative paths, so the folder can be copied or served as static files.
+Layout (docs/dashboard.md): `index.html` (the dashboard, its data embedded), `explanations.js` (the full
+texts the search loads on first use), `assets/` (Plotly, Tabulator, the shared scripts and CSS, written
+once), and `latents/<sae_id>/<latent>.html`, one small
+page per latent: the shared template plus that latent's compact data. The latent pages are rewritten
+only when the store changed (`reports_fingerprint`); the index every time, so the run that writes the
+reports is listed in them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -16,9 +20,13 @@ from urllib.parse import quote
 import polars as pl
 
 from flows.config import stable_hash
-from flows.reports.data import LatentKey, ReportData, current_keys, load_report_data, merged_keys
-from flows.reports.index import index_page
-from flows.reports.pages import latent_page
+from flows.reports.data import LatentKey, current_keys, load_report_data, merged_keys
+from flows.reports.histogram import activation_histograms
+from flows.reports.index_view import full_texts, index_view
+from flows.reports.latent_view import latent_view
+from flows.reports.logits import latent_logits, logits_for
+from flows.reports.render import HERE, copy_assets, index_html, latent_html, texts_js
+from flows.reports.scores import all_score_rows, scores_by_latent
 from flows.store import Store
 
 log = logging.getLogger(__name__)
@@ -36,7 +44,7 @@ def latent_path(reports_dir: Path, key: LatentKey) -> Path:
 
 
 CONTENT_TABLES = ("latent_stats", "examples", "explanations", "scores", "simulations")
-"""The tables the pages show; with the resume keys they decide whether the reports are current."""
+"""The tables the pages show; with the resume keys and the pages' code they decide whether the reports are current."""
 
 
 def reports_fingerprint(store: Store, sae_id: str | None, keys: dict[str, set[str]]) -> str:
@@ -44,15 +52,23 @@ def reports_fingerprint(store: Store, sae_id: str | None, keys: dict[str, set[st
     their names and sizes identify the rows) and the resume keys that pick the current rows. A rerun
     that adds no row and uses the same keys leaves it unchanged."""
     parts = {t: sorted(f"{p.name}:{p.stat().st_size}" for p in store.parts(t)) for t in CONTENT_TABLES}
-    return stable_hash({"sae_id": sae_id, "parts": parts, "keys": {k: sorted(v) for k, v in keys.items()}}, 16)
+    return stable_hash({"sae_id": sae_id, "parts": parts, "keys": {k: sorted(v) for k, v in keys.items()},
+                        "pages": pages_version()}, 16)
 
 
-def write_reports(store: Store, sae_id: str | None = None, run_keys: dict | None = None) -> Path:
+def pages_version() -> str:
+    """Hash of the templates and scripts the pages are made with: pages of an older version are rewritten."""
+    files = sorted([*(HERE / "templates").glob("*.html"), *(HERE / "static").glob("*.*")])
+    return stable_hash({f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}, 16)
+
+
+def write_reports(store: Store, sae_id: str | None = None, run_keys: dict | None = None,
+                  current_run: dict | None = None) -> Path:
     """Write the dashboard and every latent's page (of one SAE, or of all); return the index path.
 
     `run_keys`: the resume keys of the run that writes them (its rows are current, though its `runs` row
-    comes after); else those of the newest ok runs. Nothing is rewritten when the reports already show
-    the store as it is (`reports_fingerprint`)."""
+    comes after); else those of the newest ok runs. `current_run`: that run's id, flow and start, listed in
+    the dashboard's runs. Latent pages are skipped when they already show the store as it is."""
     started = time.perf_counter()
     reports_dir = store.reports_dir()
     index = reports_dir / "index.html"
@@ -60,33 +76,45 @@ def write_reports(store: Store, sae_id: str | None = None, run_keys: dict | None
     runs = store.read("runs") if store.has("runs") else pl.DataFrame()
     keys = merged_keys(run_keys) if run_keys is not None else current_keys(runs, sae_id)
     fingerprint = reports_fingerprint(store, sae_id, keys)
-    if index.exists() and marker.exists() and marker.read_text() == fingerprint:
-        log.info("reports are up to date (nothing new in the store) -> %s", index)
-        return index
-    data = load_report_data(store, sae_id, keys)
-    keys_of_pages = data.latent_keys()
-    _write_latent_pages(data, keys_of_pages, reports_dir)
-    _write_text(index, index_page(data, {key: latent_href(key) for key in keys_of_pages}))
+    data = load_report_data(store, sae_id, keys, examples=False)
+    score_rows = all_score_rows(store, sae_id, keys)
+    copy_assets(reports_dir / "assets")
+    up_to_date = index.exists() and marker.exists() and marker.read_text() == fingerprint
+    if up_to_date:
+        log.info("latent pages are up to date (nothing new in the store); rewriting the index only")
+    else:
+        write_latent_pages(store, data.latent_keys(), keys, scores_by_latent(score_rows), reports_dir)
+    _write_text(reports_dir / "explanations.js", texts_js(full_texts(data)))
+    _write_text(index, index_html(index_view(store, data, score_rows, current_run), "assets/", ".html"))
     _write_text(marker, fingerprint)
-    log.info("reports: %d latent pages + index in %.1f s -> %s", len(keys_of_pages), time.perf_counter() - started,
-             index)
+    log.info("reports: %d latents in %.1f s -> %s", len(data.latent_keys()), time.perf_counter() - started, index)
     return index
 
 
-def _write_latent_pages(data: ReportData, keys: list[LatentKey], reports_dir: Path) -> None:
-    for sae in sorted({k[0] for k in keys}):
-        (reports_dir / "latents" / sae).mkdir(parents=True, exist_ok=True)
-    for i, key in enumerate(keys):
-        prev_href = _sibling_href(key, keys[i - 1] if i > 0 else None)
-        next_href = _sibling_href(key, keys[i + 1] if i + 1 < len(keys) else None)
-        _write_text(latent_path(reports_dir, key), latent_page(data, key, prev_href, next_href))
+PAGES_PER_READ = 512
+"""Latents whose rows (examples, simulations, tokens) are read at once while writing pages: memory stays
+bounded by one slice, whatever the SAE's size."""
 
 
-def _sibling_href(key: LatentKey, other: LatentKey | None) -> str | None:
-    """Link from one latent page to a neighbour of the same SAE (pages of one SAE share a folder)."""
-    if other is None or other[0] != key[0]:
-        return None
-    return f"{other[1]}.html"
+def write_latent_pages(store: Store, keys: list[LatentKey], run_keys: dict[str, set[str]],
+                       scores: dict[LatentKey, list[dict]], reports_dir: Path) -> int:
+    """One page per latent of `keys`; returns how many. Histograms and the logit lens are read once per
+    SAE, the other rows a slice of PAGES_PER_READ latents at a time."""
+    for sae_id in sorted({k[0] for k in keys}):
+        mine = [k for k in keys if k[0] == sae_id]
+        histograms, lens = activation_histograms(store, sae_id), latent_logits(store, sae_id)
+        (reports_dir / "latents" / sae_id).mkdir(parents=True, exist_ok=True)
+        for start in range(0, len(mine), PAGES_PER_READ):
+            chunk = mine[start:start + PAGES_PER_READ]
+            data = load_report_data(store, sae_id, run_keys, latent_range=(chunk[0][1], chunk[-1][1] + 1))
+            for i, key in enumerate(chunk, start=start):
+                prev_latent = mine[i - 1][1] if i > 0 else None
+                next_latent = mine[i + 1][1] if i + 1 < len(mine) else None
+                view = latent_view(data, key, scores.get(key, []), histograms.get(key[1]), logits_for(lens, key[1]),
+                                   (prev_latent, next_latent))
+                _write_text(latent_path(reports_dir, key),
+                            latent_html(view, "../../assets/", ".html", "../../index.html"))
+    return len(keys)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -21,6 +21,7 @@ from flows.stages.data import DataRef, load_subject, read_contexts
 from flows.stages.sae import load_stored_sae
 from flows.store import Store
 from flows.store.ids import stats_key
+from flows.store.store import StoreError, scan_parts
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,19 @@ def latent_acts_dir(store: Store, sid: str):
     return store.table_dir("latent_acts") / sid
 
 
+def scan_latent_acts(store: Store, sid: str) -> pl.LazyFrame:
+    """The sparse cache of `sid` (rows ctx_id, pos, latent, value, sae_id), every part's footer checked: a
+    truncated part is named in a one-line StoreError whose fix is rebuilding the SAE's cache."""
+    directory = latent_acts_dir(store, sid)
+    try:
+        return scan_parts(sorted(directory.glob("*.parquet")))
+    except StoreError as exc:
+        raise StoreError(f"{exc}; for the latent cache delete the folder {directory} and rerun") from None
+
+
 def read_latent_acts(store: Store, sid: str, latents: list[int]) -> pl.DataFrame:
     """The cached activations of `latents`: rows (ctx_id, pos, latent, value), value > 0."""
-    cache = latent_acts_dir(store, sid) / "*.parquet"
-    return pl.scan_parquet(str(cache)).filter(pl.col("latent").is_in(latents)).drop("sae_id").collect()
+    return scan_latent_acts(store, sid).filter(pl.col("latent").is_in(latents)).drop("sae_id").collect()
 
 
 def cache_latents(cfg: RunConfig, data: DataRef, sid: str) -> int:
@@ -46,12 +56,16 @@ def cache_latents(cfg: RunConfig, data: DataRef, sid: str) -> int:
     store, key = Store(cfg.store), stats_key(cfg)
     sae = load_stored_sae(store, sid, cfg.device)
     n_latents = sae.cfg.n_latents
+    from flows.stages.logit_lens import ensure_logit_lens
+
+    ensure_logit_lens(cfg, store, sid, sae.W_dec)  # once per SAE; its own check, before the statistics' early return
     if read_stats(store, sid, key).height:
         log.info("latent statistics for %s (stats %s) already complete", sid, key)
         return n_latents
     accumulator = LatentStatsAccumulator(n_latents, cfg=cfg.stats)
     if latent_acts_dir(store, sid).exists():  # cache done earlier, statistics settings changed since
         log.info("latent cache for %s exists: recomputing statistics for stats %s", sid, key)
+        scan_latent_acts(store, sid)  # every part readable, else a one-line error naming it
         for part in sorted(latent_acts_dir(store, sid).glob("*.parquet")):
             accumulator.update(pl.read_parquet(part).drop("sae_id"))
     else:

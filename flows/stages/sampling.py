@@ -14,7 +14,7 @@ import polars as pl
 
 from flows.config import RunConfig
 from flows.stages.data import DataRef, read_contexts
-from flows.stages.latents import latent_acts_dir, read_stats, selected_latents
+from flows.stages.latents import read_stats, scan_latent_acts, selected_latents
 from flows.store import Store
 from flows.store.ids import sample_key, stats_key
 
@@ -42,7 +42,7 @@ def sample_latent_examples(cfg: RunConfig, data: DataRef, sid: str) -> int:
         log.info("examples for %s (sample %s) already drawn", sid, key)
         return 0
     stats = stats.filter(pl.col("latent").is_in(todo))
-    nonzeros = pl.scan_parquet(str(latent_acts_dir(store, sid) / "*.parquet"))
+    nonzeros = scan_latent_acts(store, sid)
     examples = sample_examples(nonzeros, read_contexts(store, data.dataset_id), stats, cfg.sampling, sid)
     store.append("examples", examples.with_columns(pl.lit(key).alias("sample_key")), part=sid)
     return len(todo)

@@ -4,10 +4,10 @@ latent, one Prefect task per chunk of latents (flows/tasks.py).
 `score_plan` stores the baselines (the random derangement, top-token and always-on) and lists the jobs:
 one per (explainer, scorer) with its explain and score keys; `score_chunk` scores one chunk of a job.
 Scorers are rebuilt from the run config in the process that runs the chunk (`job_scorer`), so a Dask
-worker needs only the config, ids and the store. The `simulations` and `scores` rows of a chunk are
-appended together as soon as it is scored (and the LLM call log flushed), so an interrupted run loses
-at most one chunk and a rerun only scores the ok explanations that have no score row yet. score/ rows
-know nothing of stores and runs: sae_id and run_id are added here.
+worker needs only the config, ids and the store. The `simulations` and `scores` rows of a chunk commit
+together (Store.append_together, scores last) as soon as it is scored (and the LLM call log flushed), so
+an interrupted run loses at most one chunk and a rerun only scores the ok explanations that have no score
+row yet. score/ rows know nothing of stores and runs: sae_id and run_id are added here.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -28,6 +29,7 @@ from flows.stages.sampling import load_records
 from flows.store import Store
 from flows.store.ids import explain_key, sample_key, score_key
 from flows.store.rows import explanation_frame, explanations_from_frame, latest_explanations, scored_latents
+from flows.store.schemas import table_schema
 from score.base import ScoreOutcome, Scorer
 from score.baselines import (
     PATTERN_BASELINES,
@@ -212,12 +214,25 @@ def _score_chunk(scorer: Scorer, explanations: list[Explanation], records: dict[
     simulations = [{**row, "sae_id": sid, "score_key": key} for o in ok for row in o.simulation_rows]
     scores = [{**SCORE_DEFAULTS, **row, "sae_id": sid, "run_id": run_id, "score_key": key}
               for o in ok for row in o.score_rows]
-    store.append("simulations", pl.DataFrame(simulations, infer_schema_length=None), part=sid)
-    store.append("scores", pl.DataFrame(scores, infer_schema_length=None), part=sid)
+    failed = [o for o in outcomes if not o.ok]
+    now = datetime.now(UTC)
+    failures = [{"sae_id": sid, "score_key": key, "latent": o.latent, "explainer": o.explainer, "scorer": o.scorer,
+                 "status": o.status, "reason": (o.error.splitlines() or [o.status])[0][:500],
+                 "run_id": run_id, "created_at": now} for o in failed]
+    # One commit: a kill between the parts must not leave simulations that the rerun writes again. The
+    # reasons come scrubbed of API keys from the scorers (LLMClient.scrub).
+    store.append_together({"simulations": _frame("simulations", simulations),
+                           "score_failures": _frame("score_failures", failures),
+                           "scores": _frame("scores", scores)}, part=sid)
     if session is not None:
         session.flush_calls()
-    _log_failures([o for o in outcomes if not o.ok])
+    _log_failures(failed)
     return len(ok)
+
+
+def _frame(table: str, rows: list[dict]) -> pl.DataFrame:
+    """Rows as a frame; no rows: the table's empty frame (a chunk with nothing scored still commits)."""
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else table_schema(table).empty()
 
 
 def _log_failures(outcomes: list[ScoreOutcome]) -> None:

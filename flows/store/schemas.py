@@ -15,12 +15,16 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from flows.store.checks import ValueCheck, refuse_impossible
 from score.intervals import INTERVAL_COLUMNS
 
 __all__ = [
     "SCHEMAS",
     "Column",
     "TableSchema",
+    "VALUE_CHECKS",
+    "ValueCheck",
+    "check_values",
     "conform",
     "markdown_summary",
     "markdown_tables",
@@ -80,19 +84,21 @@ _SCORER = ("scorer", pl.String(), 'scorer name: "simulation", "detection", "fuzz
 _RUN_ID = ("run_id", pl.String(), "the pipeline run that wrote the row (`runs.run_id`)")
 
 _TABLES = [
-    _table("runs", "pipeline run", "Written once when a run ends, ok or failed.", ("run_id",), [
+    _table("runs", "pipeline run", "Written once when a run ends (ok, failed or interrupted), or by the next run "
+           "that finds it was killed.", ("run_id",), [
         ("run_id", pl.String(), "run id, `run-<yyyymmdd-hhmmss, UTC>-<6 hex digits>`"),
         ("flow", pl.String(), 'what ran: "pipeline" (`run`) or a stage command ("explain", "score", ...)'),
-        ("status", pl.String(), '"ok" or "failed"'),
+        ("status", pl.String(), '"ok", "failed", "interrupted" (Ctrl-C) or "killed" (found dead by the next run)'),
         ("started_at", UTC_TIME, "when the run started"),
-        ("finished_at", UTC_TIME, "when the run ended"),
+        ("finished_at", UTC_TIME, "when the run ended; null for a killed run"),
         ("config", pl.String(), "the run's RunConfig as JSON"),
         ("code_version", pl.String(), 'installed latent-atlas version ("unknown" when not installed)'),
         ("error", pl.String(), '`<ExceptionType>: <message>` of a failed run; "" when ok'),
         ("config_hash", pl.String(), "hash of every setting of the run except the store (equal settings, equal hash)"),
         ("keys", pl.String(), 'the resume keys the run used, as JSON {"stats_key": ..., "sample_key": ...}'),
         ("inputs", pl.String(), "fingerprints of the run's inputs as JSON: model, model_fingerprint, layer, "
-                                "corpus_fingerprint, dataset_id, sae_id ({} when the run failed before them)"),
+                                "corpus_fingerprint, dataset_id, sae_id ({} when the run failed before them); "
+                                "fvu_heldout and fvu_above_one (true: the SAE reconstructs worse than the mean)"),
     ]),
     _table("contexts", "context of a corpus", "Fixed-length token windows of a corpus, stored once per dataset.",
            ("ctx_id",), [
@@ -126,6 +132,18 @@ _TABLES = [
         _LATENT,
         ("value", pl.Float32(), "the latent's (post-ReLU TopK) activation, > 0"),
         _SAE_ID,
+    ]),
+    _table("latent_logits", "output token a latent promotes or suppresses",
+           "Logit lens of a causal LM's SAE (explain/latents/logit_lens.py): the top tokens of W_dec[latent] · W_U, "
+           "written by the latent-cache stage; none for encoders (`saes/<sae_id>/logit_lens.json` says why).",
+           ("sae_id", "latent", "direction", "rank"), [
+        _SAE_ID,
+        _LATENT,
+        ("direction", pl.String(), '"promoted" (largest logits) or "suppressed" (smallest)'),
+        ("rank", pl.Int32(), "0 for the strongest token of its direction"),
+        ("token_id", pl.Int64(), "the token's id in the subject model's vocabulary"),
+        ("token", pl.String(), "the tokenizer's token string"),
+        ("logit", pl.Float32(), "W_dec[latent] · W_U[:, token] (no final norm)"),
     ]),
     _table("examples", "example window of a latent",
            "Each latent's explain and score example sets; a latent uses a context at most once, and its "
@@ -179,6 +197,22 @@ _TABLES = [
         ("p_active", pl.List(pl.Float32()), "P(simulated level > threshold) per token, i.e. P(level >= 1) at the "
                                            "default 0.5, from the LLM's logprobs; null when the window had none"),
     ]),
+    _table("score_failures", "latent a scorer could not score, per score key",
+           "Why an ok explanation has no `scores` row under a score key: the scorer's LLM calls failed "
+           "(`failed`) or there was nothing to score it on or no budget left (`skipped`). Written in the same "
+           "commit as the chunk's scores; a rerun retries these latents, and a `scores` row under the same key "
+           "supersedes the failure.",
+           ("sae_id", "score_key", "latent", "explainer", "scorer"), [
+        _SAE_ID,
+        _LATENT,
+        _EXPLAINER,
+        _SCORER,
+        ("score_key", pl.String(), "the score key of the job that tried (as in `scores`)"),
+        ("status", pl.String(), '"failed" or "skipped"'),
+        ("reason", pl.String(), "what went wrong, one line (API keys scrubbed)"),
+        _RUN_ID,
+        ("created_at", UTC_TIME, "when the row was written"),
+    ]),
     _table("scores", "(latent, explainer, scorer, population) and run",
            "One score per explanation, scorer and population; the row of the most recently started run wins. "
            "A natural row is exact (pattern explanations matched on the corpus) or an inverse-probability-"
@@ -216,6 +250,54 @@ _TABLES = [
                                                  "weakest first (score/deciles.py); null entries for an empty "
                                                  "tenth, null for judges"),
     ]),
+    _table("sae_metrics", "SAE and evaluation setting",
+           "Quality of an SAE (trained here or loaded), evaluated after the SAE stage (flows/stages/sae.py); "
+           "metric definitions in docs/sae.md. A metric that does not apply is null, its reason in `notes`.",
+           ("sae_id", "metrics_key"), [
+        _SAE_ID,
+        ("metrics_key", pl.String(), "hash of the evaluation settings and held-out split "
+                                     "(flows/stages/sae_metrics.py::metrics_key)"),
+        ("n_latents", pl.Int64(), "dictionary size"),
+        ("k", pl.Int64(), "active latents per token"),
+        ("tokens", pl.Int64(), "training tokens (null for a loaded SAE)"),
+        ("fvu", pl.Float64(), "FVU on training tokens (last logging window; null for a loaded SAE)"),
+        ("fvu_heldout", pl.Float64(), "FVU on held-out tokens the SAE never trained on (`heldout_rows`)"),
+        ("l0", pl.Float64(), "mean active latents per held-out token"),
+        ("dead_frac", pl.Float64(), "share of latents that never fire on the held-out tokens"),
+        ("dead_frac_train", pl.Float64(), "share of latents silent over the last dead window of training"),
+        ("heldout_tokens", pl.Int64(), "held-out tokens evaluated"),
+        ("heldout_rows", pl.String(), "which activation rows were held out, `<first>-<end>` of the file"),
+        ("fvu_above_one", pl.Boolean(), "true when fvu_heldout > 1: the SAE reconstructs worse than the mean"),
+        ("delta_ce", pl.Float64(), "causal LM: CE with the reconstruction spliced in minus clean CE (nats/token)"),
+        ("kl", pl.Float64(), "causal LM: KL(clean || spliced) of next-token distributions (nats/token)"),
+        ("loss_recovered", pl.Float64(), "causal LM: (CE_zero - CE_spliced) / (CE_zero - CE_clean)"),
+        ("embed_cosine", pl.Float64(), "encoder: mean cosine of clean and spliced sentence embeddings"),
+        ("embed_cosine_zero", pl.Float64(), "encoder: the same with the layer zero-ablated"),
+        ("embed_recovered", pl.Float64(), "encoder: (cos_spliced - cos_zero) / (1 - cos_zero)"),
+        ("probe_ce", pl.Float64(), "mean over probe tasks of the best 1-D logistic-probe CE over latents (nats)"),
+        ("probe_ce_residual", pl.Float64(), "the same over raw residual channels"),
+        ("probe_tasks", pl.String(), "per task JSON {task: {ce, latent, ce_residual, channel, prior_ce, positives}}"),
+        ("ablation_sparsity", pl.Float64(), "causal LM: mean (L1/L2)^2/(V*T) of logit changes over the next T tokens "
+                                            "when one active latent is ablated; 1/(V*T) is the sparsest"),
+        ("notes", pl.String(), "why metrics are null (encoder model, no activation file, ...); \"\" when none"),
+        ("eval_s", pl.Float64(), "seconds the evaluation took"),
+        ("created_at", UTC_TIME, "when the row was written"),
+    ]),
+    _table("sae_fits", "fitted scaling law of a sweep",
+           "Fits over a sweep's grid of SAEs (flows/sweep.py, sae/scaling.py): the joint L(n, k) form of Gao et "
+           "al. 2024 and the loss-vs-compute frontier.", ("grid_id", "fit"), [
+        ("grid_id", pl.String(), "hash of the sweep: activations, grid of (n, k), training and eval settings"),
+        ("fit", pl.String(), '"joint_nk" or "frontier"'),
+        ("form", pl.String(), "the fitted formula, readable"),
+        ("coefficients", pl.String(), "fitted coefficients as JSON {name: value}"),
+        ("loss", pl.String(), 'the loss fitted: "fvu_heldout"'),
+        ("n_points", pl.Int64(), "SAEs the fit used"),
+        ("rmse_log", pl.Float64(), "root-mean-square residual of log(loss)"),
+        ("sae_ids", pl.List(pl.String()), "the sweep's SAEs (`sae_metrics.sae_id`)"),
+        ("metrics_key", pl.String(), "the evaluation setting of the metrics fitted (`sae_metrics.metrics_key`)"),
+        ("plot", pl.String(), "path of the self-contained plotly HTML of the fit, relative to the store"),
+        ("created_at", UTC_TIME, "when the row was written"),
+    ]),
     _table("llm_calls", "LLM request attempt or cache hit",
            "The call log of every LLM client, appended after each chunk of latents.",
            ("run_id", "request_hash", "created_at"), [
@@ -234,6 +316,27 @@ _TABLES = [
 
 SCHEMAS: dict[str, TableSchema] = {t.name: t for t in _TABLES}
 """Every table of the store, in the order the pipeline fills them."""
+
+
+_UNIT_OR_NAN, _NON_NEGATIVE = ValueCheck(0.0, 1.0, nan_ok=True), ValueCheck(0.0)
+
+VALUE_CHECKS: dict[str, dict[str, ValueCheck]] = {
+    "scores": {
+        **dict.fromkeys(("precision", "recall", "f1", "auroc", "balanced_accuracy", *INTERVAL_COLUMNS), _UNIT_OR_NAN),
+        "correlation": ValueCheck(-1.0, 1.0, nan_ok=True),
+        "n_tokens": _NON_NEGATIVE, "n_positive": _NON_NEGATIVE,
+    },
+    "explanations": dict.fromkeys(("prompt_tokens", "completion_tokens", "cost_usd"), _NON_NEGATIVE),
+    "latent_stats": dict.fromkeys(("n_active", "n_contexts"), _NON_NEGATIVE),
+    "llm_calls": dict.fromkeys(("prompt_tokens", "completion_tokens", "latency_s"), _NON_NEGATIVE),
+}
+"""Impossible values per (table, column): rejected when written, so a bug (or a damaged part read back and
+written again) never reaches a report as an AUROC of 8.85e230. Columns not listed take any value."""
+
+
+def check_values(table: str, frame: pl.DataFrame) -> None:
+    """ValueError when `frame` holds a value its table's VALUE_CHECKS forbid (flows/store/checks.py)."""
+    refuse_impossible(table, frame, VALUE_CHECKS.get(table, {}))
 
 
 def table_schema(table: str) -> TableSchema:
@@ -255,7 +358,9 @@ def conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
     if missing or unknown:
         raise ValueError(f"table {table!r}: frame does not match the schema (flows/store/schemas.py): "
                          f"missing columns {missing}, unknown columns {unknown}")
-    return pl.DataFrame([_cast(table, frame.get_column(c.name), c) for c in spec.columns])
+    conformed = pl.DataFrame([_cast(table, frame.get_column(c.name), c) for c in spec.columns])
+    check_values(table, conformed)
+    return conformed
 
 
 def _cast(table: str, series: pl.Series, column: Column) -> pl.Series:

@@ -154,12 +154,15 @@ def shuffled_batches(
     batch_size: int,
     n_tokens: int | None = None,
     seed: int = 0,
+    start: int = 0,
 ) -> Iterator[Tensor]:
     """Random token batches FloatTensor [batch_size, d_in] from an activation matrix [tokens, d_in].
 
     Loops over epochs, each a fresh seeded permutation of the rows, until `n_tokens` rows were yielded
     (default: one epoch); batches run across epoch ends, so only the very last one may be smaller.
     Reads only each batch's rows (a memmap stays on disk); the permutation costs 8 bytes per token.
+    start: skip the stream's first `start` tokens (a whole number of batches) without reading them, so a
+    resumed training run sees exactly the batches an uninterrupted one would.
     """
     if not isinstance(array, np.ndarray):
         array = open_activations(array)
@@ -167,7 +170,9 @@ def shuffled_batches(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     total = len(array) if n_tokens is None else n_tokens
-    for batch_rows in _batch_rows(len(array), batch_size, total, seed):
+    for i, batch_rows in enumerate(_batch_rows(len(array), batch_size, total, seed)):
+        if i * batch_size < start:
+            continue
         # Sorted row ids read the memmap front to back; the order inside a batch does not matter.
         yield torch.from_numpy(np.asarray(array[np.sort(batch_rows)], dtype=np.float32))
 
@@ -186,3 +191,19 @@ def _batch_rows(n_rows: int, batch_size: int, total: int, seed: int) -> Iterator
             position += len(part)
             need -= len(part)
         yield np.concatenate(parts)
+
+
+def first_nonfinite_row(array: np.ndarray, chunk_rows: int = 65_536) -> int | None:
+    """Index of the first row of array [tokens, d_in] holding NaN or inf, None when all are finite (chunked)."""
+    for start in range(0, len(array), chunk_rows):
+        bad = ~np.isfinite(np.asarray(array[start : start + chunk_rows])).all(axis=1)
+        if bad.any():
+            return start + int(np.argmax(bad))
+    return None
+
+
+def check_finite(array: np.ndarray, path: str | Path = "<array>") -> None:
+    """ValueError naming the first row of an activation matrix with NaN/inf (training would diverge on it)."""
+    row = first_nonfinite_row(array)
+    if row is not None:
+        raise ValueError(f"{path}: row {row} of the activations holds NaN or inf; training stopped")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ def save(
     save_file(weights, str(directory / WEIGHTS))
     cfg = _cfg(sae.cfg, metadata, training_stats)
     (directory / CFG_FILENAME).write_text(json.dumps(cfg, indent=2, default=_jsonable) + "\n")
+    # safetensors writes through a private temporary file (0600) renamed into place: give the weights the
+    # mode cfg.json got from the user's umask, so a store shared by a group stays readable
+    os.chmod(directory / WEIGHTS, (directory / CFG_FILENAME).stat().st_mode & 0o777)
     logger.info("saved SAE (d_in %d, %d latents, k %d) to %s", sae.cfg.d_in, sae.cfg.n_latents,
                 sae.cfg.k, directory)
     return directory

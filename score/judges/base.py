@@ -11,6 +11,7 @@ latents are "skipped", error "budget"; a call that gives up fails its latent.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ from score.intervals import prf_intervals
 from score.metrics import binary_scores
 from score.prompts import ANSWERS_SCHEMA, JUDGE_PROMPT_VERSION, parse_answers
 
+log = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
 
 
@@ -120,6 +122,11 @@ class BinaryLLMScorer:
             return outcome
         except LLMCallError as exc:
             outcome.status, outcome.error = "failed", f"{exc.kind}: {exc}"
+            return outcome
+        except Exception as exc:  # one latent's surprise must not sink the stage: a failure, one line
+            assert self.client is not None
+            outcome.status, outcome.error = "failed", self.client.scrub(f"{type(exc).__name__}: {exc}")[:500]
+            log.warning("latent %s: unexpected %s error: %s", record.latent, self.name, outcome.error)
             return outcome
         labels = [it.label for _, chunk in batches for it in chunk]
         predicted = [a for batch in answers for a in batch]

@@ -233,6 +233,10 @@ class LLMSimulator:
             return SimulationFailure("budget", "skipped")
         except LLMCallError as exc:
             return SimulationFailure(self.client.scrub(f"{exc.kind}: {exc}"))
+        except Exception as exc:  # one latent's surprise must not sink the stage: a failure, one line
+            message = self.client.scrub(f"{type(exc).__name__}: {exc}")[:500]
+            log.warning("latent %s: unexpected simulator error: %s", explanation.latent, message)
+            return SimulationFailure(message)
         out = [WindowSimulation(np.zeros(0, dtype=np.float32)) for _ in examples]  # empty windows: nothing asked
         for batch, windows in zip(batches, results, strict=True):
             for i, window in zip(batch, windows, strict=True):

@@ -1,5 +1,7 @@
-"""kill -9 in the middle of explaining, then rerun: nothing written twice, the same final tables as a run
-that was never interrupted (the LLM path, so the explain stage is slow enough to be caught mid-way)."""
+"""kill -9 in the middle of explaining, rerun and kill -9 again in the middle of scoring, then rerun:
+nothing written twice, the same final tables as a run that was never interrupted, and each killed run's
+temporary Prefect server gone with it (the LLM path, so both stages are slow enough to be caught mid-way).
+The kill matrix over every stage is tests/reliability/test_crash_matrix.py."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from fixtures.llm_server import LLMTestServer
+from reliability.crash import guarded_servers, leftover_files, wait_gone
 
 from flows.store import Store
 from flows.store.schemas import table_schema
@@ -45,27 +48,37 @@ def _tables(store: Store) -> dict[str, pl.DataFrame]:
     return out
 
 
-def test_kill_9_during_explain_then_rerun_gives_the_uninterrupted_tables(tiny_run, tmp_path):
+def _kill_when(argv: list[str], env: dict, table: Path, base: int) -> None:
+    """Start a run and kill -9 its process group once `table` has more parts than `base`."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(table.glob("*.parquet"))) > base:
+            break
+        time.sleep(0.2)
+    servers = guarded_servers(proc.pid)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # its server has its own session: the kill does not reach it
+    proc.wait()
+    assert servers and wait_gone(servers, 20), "the killed run's Prefect server outlived it"
+
+
+def test_kill_9_during_explain_and_score_then_rerun_gives_the_uninterrupted_tables(tiny_run, tmp_path):
     cfg, _ = tiny_run
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     for store in (killed, whole):
         shutil.copytree(cfg.store, store)
     env = _env(tmp_path)
     with LLMTestServer(latency_s=0.1) as server:
-        proc = subprocess.Popen(_argv(killed, server.base_url), env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-        parts = Store(killed).table_dir("explanations")
-        deadline = time.monotonic() + 600
-        # wait for the first LLM explanation part: the explain stage is under way
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len([p for p in parts.glob("*.parquet")]) > len(list(Path(cfg.store, "explanations").glob("*.parquet"))):
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        argv = _argv(killed, server.base_url)
+        # the first LLM explanation part: the explain stage is under way
+        _kill_when(argv, env, Store(killed).table_dir("explanations"),
+                   len(list(Path(cfg.store, "explanations").glob("*.parquet"))))
         partial = Store(killed).read("explanations").filter(pl.col("explainer") == "llm")
         assert 0 < partial.height < 24  # some chunks done, not all
+        # rerun, killed again once the first LLM scoring chunk has committed
+        _kill_when(argv, env, Store(killed).table_dir("scores"), len(list(Path(cfg.store, "scores").glob("*.parquet"))))
         for store in (killed, whole):
             done = subprocess.run(_argv(store, server.base_url), env=env, capture_output=True, text=True)
             assert done.returncode == 0, done.stderr[-2000:]
@@ -74,3 +87,5 @@ def test_kill_9_during_explain_then_rerun_gives_the_uninterrupted_tables(tiny_ru
         key = [c for c in table_schema(table).key if c in a[table].columns]
         assert a[table].select(key).is_duplicated().sum() == 0, table  # no key written twice
         assert a[table].equals(b[table]), table
+    assert leftover_files(Store(killed)) == []
+    assert Store(killed).read("runs").filter(pl.col("status") == "killed").height == 2

@@ -1,154 +1,203 @@
-"""Reports from a tiny hand-made store: files exist, numbers appear, text is escaped, links resolve."""
+"""Static reports from a planted store (tests/dashboard/planted_store.py): layout and stable addresses,
+known numbers in the embedded data, escaping, histograms against numpy, why a latent is unexplained,
+the fingerprint skip, generic SAE metrics and sweeps, the Neuronpedia export, and the CLI's errors."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote
 
+import numpy as np
 import polars as pl
 import pytest
+from dashboard.planted_store import ACTS, EXPLANATION_1, IMG, SAE, SCRIPT, fill
 
+from flows.cli.main import main
 from flows.reports import write_reports
+from flows.reports.histogram import activation_histograms
+from flows.reports.neuronpedia import neuronpedia_records
+from flows.reports.panels import sae_panels, sweep_points
+from flows.reports.render import script_json
 from flows.store import Store
 
-SAE = "sae-tiny"
-XSS = "<script>alert(1)</script>"
-TOKENS = {
-    10: ["the", "cat", "sat", "on", "the", "mat", "##s", "."],
-    11: ["a", XSS, "dog", "ran", "home", "fast", "now", "!"],
-    20: ["red", "green", "blue", "cat", "x", "y", "z", "w"],
-    21: ["one", "two", "three", "four", "five", "six", "seven", "eight"],
-}
 
-
-def _fill(store: Store) -> None:
-    store.append("runs", pl.DataFrame([{
-        "run_id": "run-1", "flow": "pipeline", "status": "completed", "started_at": datetime(2025, 1, 1, tzinfo=UTC),
-        "finished_at": datetime(2025, 1, 1, 0, 10, tzinfo=UTC), "config": "{}", "code_version": "abc",
-        "error": "", "config_hash": "abc123", "keys": "{}", "inputs": "{}"}]))
-    store.append("contexts", pl.DataFrame({
-        "dataset_id": ["d"] * 4, "ctx_id": list(TOKENS), "token_ids": [list(range(8))] * 4,
-        "tokens": list(TOKENS.values())}))
-    store.append("latent_stats", pl.DataFrame({
-        "sae_id": [SAE] * 4, "latent": [0, 1, 2, 3], "n_active": [40, 30, 20, 0], "n_contexts": [4, 3, 2, 0],
-        "frequency": [0.0123, 0.01, 0.005, 0.0], "max_act": [4.5, 3.0, 2.0, 0.0],
-        "decile_edges": [[0.5] * 11, [0.5] * 11, [0.5] * 11, []], "cooccurring": [[1], [0], [], []],
-        "stats_key": ["stats-1"] * 4,
-        "mean_act": [1.0, 1.0, 1.0, 0.0], "status": ["ok", "ok", "ok", "dead"],
-        "reason": ["", "", "", "never active on the 1000 cached tokens"]}))
-    examples = []
-    for latent in (0, 1, 2):
-        examples += [
-            {"sae_id": SAE, "latent": latent, "split": "explain", "kind": "activating", "quantile": 9,
-             "ctx_id": 10, "start": 0, "acts": [0.0, 4.5, 0.0, 0.0, 0.0, 1.0]},
-            {"sae_id": SAE, "latent": latent, "split": "score", "kind": "activating", "quantile": 5,
-             "ctx_id": 11, "start": 1, "acts": [2.0, 0.0, 0.0, 0.0]},
-            {"sae_id": SAE, "latent": latent, "split": "score", "kind": "random", "quantile": -1,
-             "ctx_id": 21, "start": 2, "acts": [0.0, 0.0, 0.0, 0.0]},
-        ]
-    store.append("examples", pl.DataFrame(examples).with_columns(pl.lit("sample-1").alias("sample_key"),
-                                                                 pl.lit(None, dtype=pl.Float64).alias("weight")))
-    patterns = '[{"ngram": ["the", "cat"], "act": 4.0}, {"ngram": ["<b>"], "act": 1.0}]'
-    store.append("explanations", pl.DataFrame([
-        _explanation(0, "n2g", "the cat <b>bold</b>", patterns=patterns),
-        _explanation(1, "n2g", "dog"),
-        _explanation(0, "n2g-random", "dog"),
-        _explanation(1, "n2g-random", "the cat <b>bold</b>", patterns=patterns),
-        _explanation(2, "n2g", "", status="failed", error="no pattern survived pruning"),
-    ]))
-    store.append("scores", pl.DataFrame([
-        _score(0, "n2g", 0.875, 0.625), _score(1, "n2g", 0.5, 0.25),
-        _score(0, "n2g-random", 0.0, 0.0), _score(1, "n2g-random", 0.125, 0.0625),
-    ]))
-    sims = []
-    for latent in (0, 1):
-        for explainer in ("n2g", "n2g-random"):
-            sims += [
-                {"sae_id": SAE, "latent": latent, "explainer": explainer, "scorer": "simulation", "ctx_id": 11,
-                 "true_acts": [2.0, 0.0, 0.0, 0.0], "sim_acts": [1.0, 0.0, 3.0, 0.0], "score_key": "score-1",
-                 "p_active": None},
-                {"sae_id": SAE, "latent": latent, "explainer": explainer, "scorer": "simulation", "ctx_id": 21,
-                 "true_acts": [0.0, 0.0, 0.0, 0.0], "sim_acts": [0.0, 0.0, 0.0, 0.0], "score_key": "score-1",
-                 "p_active": None},
-            ]
-    store.append("simulations", pl.DataFrame(sims))
-
-
-def _explanation(latent: int, explainer: str, text: str, status: str = "ok", error: str = "",
-                 patterns: str = "") -> dict:
-    return {"sae_id": SAE, "latent": latent, "explainer": explainer, "model": "", "prompt_version": "",
-            "explanation": text, "status": status, "error": error, "prompt_tokens": 0, "completion_tokens": 0,
-            "cost_usd": 0.0, "run_id": "run-1", "created_at": datetime(2025, 1, 1, 0, 5, tzinfo=UTC),
-            "patterns": patterns, "explain_key": "explain-1"}
-
-
-def _score(latent: int, explainer: str, precision: float, recall: float) -> dict:
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"sae_id": SAE, "latent": latent, "explainer": explainer, "scorer": "simulation",
-            "precision": precision, "recall": recall, "f1": f1, "auroc": 0.75, "correlation": float("nan"),
-            "threshold": 0.0, "n_tokens": 8, "n_positive": 1, "run_id": "run-1", "balanced_accuracy": float("nan"),
-            "score_key": "score-1", "population": "sampled", "mode": "patterns", "estimator": "sample",
-            "decile_recall": None,
-            **{f"{m}_{side}": float("nan") for m in ("precision", "recall", "f1") for side in ("lo", "hi")}}
+def _embedded(path: Path) -> dict:
+    """The JSON a page embeds (what its script renders)."""
+    text = path.read_text()
+    return json.loads(re.search(r'<script id="atlas-data" type="application/json">(.*?)</script>', text, re.S)[1])
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory) -> Path:
-    store = Store(tmp_path_factory.mktemp("store"))
-    _fill(store)
-    index = write_reports(store)
-    assert index == store.reports_dir() / "index.html"
-    return store.reports_dir()
+def store(tmp_path_factory) -> Store:
+    store = fill(tmp_path_factory.mktemp("reports") / "store")
+    write_reports(store, current_run={"run_id": "run-now", "flow": "pipeline", "status": "running",
+                                      "started_at": datetime(2025, 3, 1, tzinfo=UTC)})
+    return store
 
 
-def test_files_exist(reports: Path) -> None:
-    assert (reports / "index.html").is_file()
-    pages = sorted(p.name for p in (reports / "latents" / SAE).glob("*.html"))
-    assert pages == ["0.html", "1.html", "2.html", "3.html"]
+def test_layout_and_stable_addresses(store: Store) -> None:
+    reports = store.reports_dir()
+    assert (reports / "index.html").is_file() and (reports / "explanations.js").is_file()
+    assert sorted(p.name for p in (reports / "latents" / SAE).glob("*.html")) == [f"{i}.html" for i in range(5)]
+    assets = {p.name for p in (reports / "assets").iterdir()}
+    assert {"plotly.min.js", "tabulator.min.js", "latent.js", "index.js"} <= assets
+    for page in reports.rglob("*.html"):
+        srcs = re.findall(r'(?:src|href)="([^"]+)"', page.read_text())
+        assert srcs and all(not s.startswith(("http:", "https:", "//")) for s in srcs), page
+        assert all((page.parent / s).resolve().is_file() for s in srcs), page
 
 
-def test_numbers_and_statuses_appear(reports: Path) -> None:
-    index = (reports / "index.html").read_text()
-    assert "0.875" in index and "0.625" in index  # latent 0 precision / recall
-    assert "0.729" in index  # latent 0 F1 = 2*.875*.625/1.5
-    assert "never active on the 1000 cached tokens" in index  # unexplained latent's reason
-    assert "no pattern survived pruning" in index  # failed explanation's error
-    assert "n2g-random" in index and "<svg" in index
-    page = (reports / "latents" / SAE / "0.html").read_text()
-    assert "0.875" in page and "4.500" in page  # score, max act
-    assert 'title="true 2 / sim 1"' in page  # score-set token carries true vs simulated activation
+def test_index_data_has_the_known_numbers(store: Store) -> None:
+    data = _embedded(store.reports_dir() / "index.html")
+    table = data["latents"]
+    assert table["latent"] == [0, 1, 2, 3, 4] and table["status"] == ["ok", "ok", "ok", "dead", "too_dense"]
+    # latent 0's headline is its exact natural row (0.75, 0.5: F1 0.6), latent 1's the sampled one (F1 1/3)
+    assert table["metrics"]["f1 n2g/simulation"][:2] == [0.6, 0.333]
+    assert table["note"][2] == "failed: no pattern survived pruning" and table["note"][3].startswith("dead")
+    baselines = [s for s in data["series"] if s["baseline"]]
+    assert [s["explainer"] for s in baselines] == ["n2g-random"] and baselines[0]["f1"][:2] == [0.0, 0.08]
+    panel = data["saes"][0]
+    assert (panel["fvu"], panel["l0"], panel["dead_fraction"], panel["k"]) == (0.125, 2.0, 0.2, 2)
+    assert [r["run_id"] for r in data["runs"]] == ["run-now", "run-1"]  # the run writing it is listed
 
 
-def test_text_is_escaped(reports: Path) -> None:
-    for path in reports.rglob("*.html"):
-        text = path.read_text()
-        assert "alert(1)</script>" not in text, path
-        assert "<b>bold</b>" not in text and '"<b>"' not in text, path
-    page = (reports / "latents" / SAE / "1.html").read_text()
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "the cat &lt;b&gt;bold&lt;/b&gt;" in (reports / "index.html").read_text()
+def test_untrusted_text_is_never_markup(store: Store) -> None:
+    for path in store.reports_dir().rglob("*"):
+        if path.suffix in (".html", ".js") and path.parent.name != "assets":
+            text = path.read_text()
+            assert "<script>window" not in text and "<img" not in text and "<b>bold" not in text, path
+    page = _embedded(store.reports_dir() / "latents" / SAE / "1.html")
+    assert page["explanations"][0]["text"] == EXPLANATION_1  # raw in the data, inserted as text by the script
+    assert SCRIPT in page["vocab"] or " " + SCRIPT in page["vocab"]
+    assert json.loads(script_json({"t": f"</script>{IMG}&"})) == {"t": f"</script>{IMG}&"}
 
 
-def test_links_resolve(reports: Path) -> None:
-    n_links = 0
-    for path in reports.rglob("*.html"):
-        for href in re.findall(r'href="([^"]+)"', path.read_text()):
-            assert not href.startswith(("http:", "https:", "//")), href
-            assert (path.parent / unquote(href)).resolve().is_file(), (path, href)
-            n_links += 1
-    assert n_links >= 4 + 4 * 2  # index -> every latent; every latent -> index and a neighbour
+def test_histograms_match_numpy(store: Store) -> None:
+    got = activation_histograms(store, SAE, n_bins=4)
+    assert set(got) == set(ACTS)
+    for latent, values in ACTS.items():
+        counts, edges = np.histogram(values, bins=4, range=(0.0, max(values)))
+        assert got[latent]["counts"] == counts.tolist(), latent
+        assert np.allclose(got[latent]["edges"], edges)
+    assert activation_histograms(store, SAE, [1], n_bins=4).keys() == {1}
 
 
-def test_filter_to_one_sae(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    _fill(store)
-    write_reports(store, sae_id="other-sae")
-    assert not (store.reports_dir() / "latents" / SAE).exists()
-    assert "nothing scored yet" in (store.reports_dir() / "index.html").read_text()
+@pytest.mark.parametrize(("latent", "words"), [(0, ""), (2, "Explanation failed: n2g: no pattern survived pruning"),
+                                               (3, "dead"), (4, "too dense")])
+def test_every_unexplained_latent_says_why(store: Store, latent: int, words: str) -> None:
+    notice = _embedded(store.reports_dir() / "latents" / SAE / f"{latent}.html")["notice"]
+    assert (words in notice) if words else notice == ""
+
+
+def test_latent_page_examples_and_scores(store: Store) -> None:
+    page = _embedded(store.reports_dir() / "latents" / SAE / "0.html")
+    assert [g["key"] for g in page["groups"]] == ["top", "d6", "random"]
+    top = page["groups"][0]["examples"][0]
+    assert [page["vocab"][i] for i in top["t"]][1] == " cat" and top["a"] == [[1, 5], [4.5, 1.0]]
+    assert page["groups"][1]["examples"][0]["sim"] == {"n2g/simulation": [[0, 1], [1.0, 2.0]]}
+    rows = page["explanations"][0]["scores"]
+    assert [(r[1], r[2]) for r in rows] == [("natural", "exact"), ("sampled", "sample")]
+    assert page["correlated"] == [1] and page["next"] == 1 and page["prev"] is None
+
+
+def test_fingerprint_skips_latent_pages_but_not_the_index(tmp_path: Path) -> None:
+    store = fill(tmp_path / "store")
+    write_reports(store)
+    page = store.reports_dir() / "latents" / SAE / "0.html"
+    before = page.stat().st_mtime_ns
+    store.append("runs", pl.DataFrame([{**_run("run-2")}]))
+    write_reports(store)
+    assert page.stat().st_mtime_ns == before
+    assert "run-2" in (store.reports_dir() / "index.html").read_text()
+
+
+def _run(run_id: str) -> dict:
+    from dashboard.planted_store import run_row
+
+    return run_row(run_id, "ok", datetime(2025, 1, 2, tzinfo=UTC))
+
+
+def test_sae_metrics_and_sweeps_are_read_generically(tmp_path: Path) -> None:
+    store = fill(tmp_path / "store")
+    (tmp_path / "store" / "sae_metrics").mkdir()
+    pl.DataFrame({"sae_id": [SAE], "fvu_heldout": [0.25], "probe_auc": [0.9], "note": ["x"]}).write_parquet(
+        tmp_path / "store" / "sae_metrics" / "part-1.parquet")
+    (tmp_path / "store" / "sae_sweep").mkdir()
+    pl.DataFrame({"n_latents": [64, 128, 64], "k": [4, 4, 8], "fvu": [0.5, 0.4, 0.3]}).write_parquet(
+        tmp_path / "store" / "sae_sweep" / "part-1.parquet")
+    panel = sae_panels(store, [SAE], {})[0]
+    assert panel["metrics"] == {"fvu_heldout": 0.25, "probe_auc": 0.9}  # numeric columns only
+    assert [(p["k"], p["n_latents"], p["fvu"]) for p in panel["sweep"]] == [(4, 64, 0.5), (4, 128, 0.4), (8, 64, 0.3)]
+    assert sweep_points(Store(tmp_path / "empty")) == {}
+
+
+def test_a_fits_table_names_its_sweep_and_metrics_give_the_points(tmp_path: Path) -> None:
+    store = fill(tmp_path / "store")
+    (tmp_path / "store" / "sae_metrics").mkdir()
+    pl.DataFrame({"sae_id": [SAE, "other"], "n_latents": [64, 32], "k": [4, 4], "fvu": [0.9, 0.9],
+                  "fvu_heldout": [0.2, 0.3]}).write_parquet(tmp_path / "store" / "sae_metrics" / "part-1.parquet")
+    (tmp_path / "store" / "sae_fits").mkdir()
+    pl.DataFrame({"fit": ["joint_nk"], "sae_ids": [[SAE, "other"]]}).write_parquet(
+        tmp_path / "store" / "sae_fits" / "part-1.parquet")
+    points = sweep_points(store)[SAE]
+    assert [(p["n_latents"], p["fvu"]) for p in points] == [(32, 0.3), (64, 0.2)]  # held-out FVU, by n_latents
+
+
+def test_neuronpedia_records(tmp_path: Path) -> None:
+    store = fill(tmp_path / "store")
+    records = neuronpedia_records(store, SAE)
+    assert [r["index"] for r in records] == ["0", "1"]  # ok, non-baseline explanations only
+    first = records[0]
+    assert (first["modelId"], first["layer"], first["description"]) == ("tiny-model", "2-res-latent-atlas",
+                                                                        "the cat <b>bold</b>")
+    assert {(s["population"], s["value"]) for s in first["scores"]} == {("natural", 0.6), ("sampled", 0.729)}
+    assert main(["export", "neuronpedia", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "np")]) == 0
+    lines = (tmp_path / "np" / f"{SAE}.jsonl").read_text().splitlines()
+    assert [json.loads(line)["index"] for line in lines] == ["0", "1"]
+
+
+@pytest.mark.parametrize("command", [["dashboard"], ["export", "neuronpedia", "--out", "x"], ["report"]])
+def test_commands_on_a_missing_store_are_one_line_errors(tmp_path: Path, capsys, command: list[str]) -> None:
+    missing = tmp_path / "typo"
+    assert main([*command[:2], "--store", str(missing), *command[2:]] if command[0] == "export"
+                else [*command, "--store", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no such store" in err
+    assert not missing.exists()
+
+
+def test_dashboard_of_a_directory_that_is_no_store_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    assert main(["dashboard", "--store", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds no latent-atlas store" in err
 
 
 def test_empty_store(tmp_path: Path) -> None:
     index = write_reports(Store(tmp_path))
-    assert index.is_file()
+    assert _embedded(index)["latents"]["latent"] == []
+
+
+def test_a_run_is_listed_in_its_own_dashboard(tiny_run) -> None:
+    _, summary = tiny_run
+    index = Path(summary["report"])
+    data = _embedded(index)
+    assert summary["run_id"] in [r["run_id"] for r in data["runs"]]
+    panel = data["saes"][0]
+    assert (panel["n_latents"], panel["k"], panel["model"]) == (512, 16, "all-MiniLM-L6-v2")
+    assert 0 <= panel["fvu"] < 1 and panel["l0"] == 16
+    page = _embedded(index.parent / "latents" / summary["sae_id"] / "0.html")
+    assert "encoder" in page["logits"]["none"]  # MiniLM has no unembedding, and the page says so
+
+
+def test_pages_written_a_slice_at_a_time_are_the_same(tmp_path: Path, monkeypatch) -> None:
+    import flows.reports.write as write
+
+    pages = {}
+    for per_read in (512, 2):  # 2: the 5 latents in slices [0, 2), [2, 4), [4, 5)
+        monkeypatch.setattr(write, "PAGES_PER_READ", per_read)
+        store = fill(tmp_path / f"store-{per_read}")
+        write_reports(store)
+        pages[per_read] = {p.name: _embedded(p) for p in (store.reports_dir() / "latents" / SAE).glob("*.html")}
+    assert pages[2] == pages[512] and len(pages[2]) == 5

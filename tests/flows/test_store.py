@@ -147,8 +147,8 @@ def test_ensure_tables_creates_every_table_empty_with_its_schema(tmp_path):
 
 
 def test_contract_declares_every_store_table_with_keys_among_its_columns():
-    assert TABLES == ("runs", "contexts", "latent_stats", "latent_acts", "examples", "explanations",
-                      "simulations", "scores", "llm_calls")
+    assert TABLES == ("runs", "contexts", "latent_stats", "latent_acts", "latent_logits", "examples", "explanations",
+                      "simulations", "score_failures", "scores", "sae_metrics", "sae_fits", "llm_calls")
     assert tuple(SCHEMAS) == TABLES
     for spec in SCHEMAS.values():
         assert spec.key and set(spec.key) <= set(spec.names), spec.name

@@ -117,3 +117,19 @@ def test_one_class_balanced_accuracy_matches_sklearn() -> None:
     assert binary_scores(y_true, y_pred)["balanced_accuracy"] == pytest.approx(expected)
     assert math.isnan(binary_scores(np.zeros(0, bool), np.zeros(0, bool))["balanced_accuracy"])
     assert math.isnan(auroc(y_true, y_pred.astype(float)))
+
+
+def test_bounded_metrics_never_overshoot_their_bounds_by_rounding():
+    """Rank sums and weighted sums can land an ulp outside [0, 1]; the store refuses such values, so the
+    metric functions clamp them (and keep NaN)."""
+    import math
+
+    from score.metrics import clamp
+    assert clamp(1.0000000000000153) == 1.0 and clamp(-1e-17) == 0.0 and clamp(-1.0000000002, -1.0) == -1.0
+    assert math.isnan(clamp(math.nan)) and clamp(0.25) == 0.25
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        y = rng.random(37) < 0.3
+        s = np.where(y, 1.0, 0.0) + rng.random(37) * 1e-12  # perfectly separated: AUROC exactly 1
+        if y.any() and not y.all():
+            assert auroc(y, s) <= 1.0 and pearson(s, s * 3.0 + 1.0) <= 1.0

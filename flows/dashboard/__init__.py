@@ -1,0 +1,1 @@
+"""The served dashboard: `latent-atlas dashboard` (server.py)."""
