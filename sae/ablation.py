@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sae.splice import edited_output
+
 Contribution = Callable[[Tensor], tuple[Tensor, Tensor]]
 """activations [d] -> (latent ids [m], contributions [m, d]): each active latent's raw-space term."""
 
@@ -22,19 +24,8 @@ Contribution = Callable[[Tensor], tuple[Tensor, Tensor]]
 def _logits(model: nn.Module, ids: Tensor, block: nn.Module | None = None,
             edit: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Logits [B, T, V] of ids [B, T], with block's output edited when edit is given."""
-
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-        if isinstance(output, tuple):
-            return (edit(output[0]), *output[1:])
-        return edit(output)
-
-    handle = block.register_forward_hook(hook) if block is not None else None
-    try:
-        with torch.inference_mode():
-            out = model(input_ids=ids)
-    finally:
-        if handle is not None:
-            handle.remove()
+    with edited_output(block, edit), torch.inference_mode():
+        out = model(input_ids=ids)
     return (out.logits if hasattr(out, "logits") else out).float()  # an HF output or a plain tensor
 
 

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sae.data.subject import find_blocks
+from sae.splice import Reconstruct, edited_output
 
 logger = logging.getLogger(__name__)
 
-Reconstruct = Callable[[Tensor], Tensor]
-"""Maps activations [n_tokens, d_model] to their reconstruction [n_tokens, d_model]."""
 
 
 def downstream_loss(
@@ -102,19 +100,8 @@ def _log_probs(
     edit: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Next-token log-probabilities [B, T-1, vocab], optionally with block's output edited."""
-
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-        if isinstance(output, tuple):
-            return (edit(output[0]), *output[1:])
-        return edit(output)
-
-    handle = block.register_forward_hook(hook) if block is not None and edit is not None else None
-    try:
-        with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask).logits
-    finally:
-        if handle is not None:
-            handle.remove()
+    with edited_output(block, edit), torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=mask).logits
     return F.log_softmax(logits[:, :-1].float(), dim=-1)
 
 

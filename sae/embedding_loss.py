@@ -13,16 +13,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sae.data.subject import find_blocks
-
-Reconstruct = Callable[[Tensor], Tensor]
-"""Maps activations [n_tokens, d_model] to their reconstruction [n_tokens, d_model]."""
+from sae.splice import Reconstruct, edited_output
 
 
 def pooling_mode(model_dir: Path | None) -> str:
@@ -43,18 +40,9 @@ def pool(hidden: Tensor, attention_mask: Tensor, mode: str) -> Tensor:
 
 def _embed(model: nn.Module, ids: Tensor, mask: Tensor, mode: str, block: nn.Module | None = None,
            edit: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-        if isinstance(output, tuple):
-            return (edit(output[0]), *output[1:])
-        return edit(output)
-
-    handle = block.register_forward_hook(hook) if block is not None else None
-    try:
-        with torch.inference_mode():
-            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    finally:
-        if handle is not None:
-            handle.remove()
+    """Pooled sentence embeddings [B, d] of ids [B, T], with block's output edited when edit is given."""
+    with edited_output(block, edit), torch.inference_mode():
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
     return pool(hidden.float(), mask, mode)
 
 
