@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -164,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"latent-atlas: error: {exc}\n")
     except KeyboardInterrupt:
         sys.stderr.write("latent-atlas: interrupted; finished parts are kept, rerun to resume\n")
+        # The run is recorded and its parts are safe; a second Ctrl-C (or a late SIGINT) during shutdown,
+        # while Prefect stops its temporary server, would otherwise kill the process with -SIGINT, not 130.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         return 130
     return 2
 

@@ -28,9 +28,12 @@ def _unavailable(why: str) -> None:
     pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """One headless Chromium for the whole session (starting one costs about a second)."""
+    """One headless Chromium per test module (starting one costs about a second). Not per session:
+    Playwright's sync API keeps an event loop running in the main thread while it is open, and Prefect's
+    sync/async dispatch (e.g. `run_deployment` in tests/flows/test_schedule.py) would then return
+    coroutines to later tests."""
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} missing")
     try:

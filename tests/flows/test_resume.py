@@ -34,14 +34,17 @@ def _assert_scored_once(store: Store, expected: pl.DataFrame) -> None:
 
 
 def _crash_on(calls_that_fail: set[int], monkeypatch):  # noqa: ANN001
-    """Make the score stage's chunk writer raise on those calls (1-based); returns the call log."""
+    """Make the score stage's chunk writer raise on those calls (1-based); returns the call log: per call,
+    the population of its scorer and how many latents it scored (None for a call that crashed)."""
     real, calls = score_stages._score_chunk, []
 
-    def crashing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) in calls_that_fail:
+    def crashing(scorer, *args, **kwargs):  # noqa: ANN001, ANN202
+        population = getattr(scorer, "population", "sampled")
+        if len(calls) + 1 in calls_that_fail:
+            calls.append((population, None))
             raise RuntimeError("machine lost")
-        return real(*args, **kwargs)
+        calls.append((population, real(scorer, *args, **kwargs)))
+        return calls[-1][1]
 
     monkeypatch.setattr(score_stages, "_score_chunk", crashing)
     return calls
@@ -67,11 +70,14 @@ def test_crash_in_scoring_then_rerun_scores_every_latent_once(tiny_run, tmp_path
     cfg, store, expected = _fresh_scores(tiny_run, tmp_path)
     monkeypatch.setattr(pipeline_module, "score_latents", pipeline_module.score_latents.with_options(retries=0))
     real = score_stages._score_chunk
-    _crash_on({3}, monkeypatch)
+    calls = _crash_on({3}, monkeypatch)
     with pytest.raises(RuntimeError, match="machine lost"):
         pipeline_module.pipeline(cfg)
     kept = store.read("scores")
-    assert kept.filter(pl.col("population") == "sampled").height == 32  # the two finished chunks are in the store
+    finished = sum(n for population, n in calls if n is not None and population == "sampled")
+    assert len(calls) >= 3 and finished > 0
+    # every chunk that finished before the crash is in the store, one sampled row per latent it scored
+    assert kept.filter(pl.col("population") == "sampled").height == finished
     assert store.read("runs").sort("started_at")["status"].to_list()[-1] == "failed"
 
     monkeypatch.setattr(score_stages, "_score_chunk", real)

@@ -186,7 +186,7 @@ def test_serve_registers_the_schedule_and_runs_the_pipeline(real_server, tmp_pat
         assert deployment.parameters["cfg"]["store"] == str(store)
         assert deployment.parameters["cfg"]["sae"]["n_latents"] == 512
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            run = run_deployment(f"{FLOW}/ci-serve", timeout=400, poll_interval=2, as_subflow=False)
+            run = run_deployment(f"{FLOW}/ci-serve", timeout=400, poll_interval=2, as_subflow=False, _sync=True)
         assert run.state is not None and run.state.is_completed(), f"{run.state}:\n{_tail(log_path)}"
         assert Store(store).read("scores").height > 0
     finally:
