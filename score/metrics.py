@@ -78,7 +78,7 @@ def _balanced_accuracy(tp: int, tn: int, n_pos: int, n_neg: int) -> float:
 def clamp(value: float, low: float = 0.0, high: float = 1.0) -> float:
     """`value` clipped to [low, high] (NaN stays NaN): sums of floats that form a bounded ratio (rank sums,
     weighted counts, correlations) can overshoot their bound by an ulp or two, and the store refuses an
-    AUROC of 1.0000000000000153 (flows/store/schemas.py::VALUE_CHECKS)."""
+    AUROC of 1.0000000000000153 (flows/store/checks.py::VALUE_CHECKS)."""
     return value if math.isnan(value) else min(high, max(low, value))
 
 

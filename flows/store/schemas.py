@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from flows.store.checks import ValueCheck, refuse_impossible
+from flows.store.checks import VALUE_CHECKS, ValueCheck, check_values
 from score.intervals import INTERVAL_COLUMNS
 
 __all__ = [
@@ -316,27 +316,6 @@ _TABLES = [
 
 SCHEMAS: dict[str, TableSchema] = {t.name: t for t in _TABLES}
 """Every table of the store, in the order the pipeline fills them."""
-
-
-_UNIT_OR_NAN, _NON_NEGATIVE = ValueCheck(0.0, 1.0, nan_ok=True), ValueCheck(0.0)
-
-VALUE_CHECKS: dict[str, dict[str, ValueCheck]] = {
-    "scores": {
-        **dict.fromkeys(("precision", "recall", "f1", "auroc", "balanced_accuracy", *INTERVAL_COLUMNS), _UNIT_OR_NAN),
-        "correlation": ValueCheck(-1.0, 1.0, nan_ok=True),
-        "n_tokens": _NON_NEGATIVE, "n_positive": _NON_NEGATIVE,
-    },
-    "explanations": dict.fromkeys(("prompt_tokens", "completion_tokens", "cost_usd"), _NON_NEGATIVE),
-    "latent_stats": dict.fromkeys(("n_active", "n_contexts"), _NON_NEGATIVE),
-    "llm_calls": dict.fromkeys(("prompt_tokens", "completion_tokens", "latency_s"), _NON_NEGATIVE),
-}
-"""Impossible values per (table, column): rejected when written, so a bug (or a damaged part read back and
-written again) never reaches a report as an AUROC of 8.85e230. Columns not listed take any value."""
-
-
-def check_values(table: str, frame: pl.DataFrame) -> None:
-    """ValueError when `frame` holds a value its table's VALUE_CHECKS forbid (flows/store/checks.py)."""
-    refuse_impossible(table, frame, VALUE_CHECKS.get(table, {}))
 
 
 def table_schema(table: str) -> TableSchema:

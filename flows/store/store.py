@@ -6,7 +6,7 @@ its writer (pid + random tag) and renamed into place, so a crash never leaves a 
 readers would pick up. The parts of one chunk that must commit together (`simulations` with `scores`) are
 renamed with the commit part last and share a group tag: readers skip a member whose commit part is
 missing (flows/store/recovery.py removes it). Every part that `append` writes has exactly the columns and
-dtypes of its table in flows/store/schemas.py, and only allowed values (schemas.VALUE_CHECKS).
+dtypes of its table in flows/store/schemas.py, and only allowed values (flows/store/checks.py::VALUE_CHECKS).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from fixtures.planted_dictionary import PlantedDictionary
 
 from sae.config import SAEConfig, TrainConfig
 from sae.model import TopKSAE
@@ -10,34 +11,9 @@ from sae.train import make_optimizer, train_sae, training_step, update_dead_coun
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class Planted:
+def Planted(d: int, n_atoms: int, active: int, seed: int = 0) -> PlantedDictionary:  # noqa: N802
     """x = sum of `active` random unit atoms per token, magnitudes uniform in [0.5, 1.5]."""
-
-    def __init__(self, d: int, n_atoms: int, active: int, seed: int = 0):
-        self.gen = torch.Generator().manual_seed(seed)
-        atoms = torch.randn(n_atoms, d, generator=self.gen)
-        self.atoms = atoms / atoms.norm(dim=1, keepdim=True)
-        self.active = active
-
-    def sample(self, n_tokens: int) -> torch.Tensor:
-        chosen = torch.rand(n_tokens, len(self.atoms), generator=self.gen).topk(self.active, dim=1).indices
-        mags = torch.rand(n_tokens, self.active, generator=self.gen) + 0.5
-        return torch.einsum("bk,bkd->bd", mags, self.atoms[chosen])
-
-    def batches(self, batch_size: int):
-        while True:
-            yield self.sample(batch_size)
-
-    def mean_max_cosine(self, sae: TopKSAE, centred: bool = False) -> float:
-        """Mean over atoms of the best cosine with a decoder row; centred: the atoms a layer-norm SAE sees.
-
-        Per-token centring is linear (x - mean(x) = sum_i a_i (atom_i - mean(atom_i))) and the division by
-        the token's std only rescales, so a layer-norm SAE's dictionary is the atoms projected onto the
-        mean-zero subspace and renormalised.
-        """
-        atoms = self.atoms - self.atoms.mean(1, keepdim=True) if centred else self.atoms
-        atoms = atoms / atoms.norm(dim=1, keepdim=True)
-        return float((atoms @ sae.W_dec.detach().T).max(1).values.mean())
+    return PlantedDictionary(d, n_atoms, active, seed, magnitudes="uniform")
 
 
 def _train_planted(steps: int, **sae_overrides):
@@ -50,7 +26,7 @@ def _train_planted(steps: int, **sae_overrides):
 def test_planted_dictionary_is_recovered():
     """d 64, 512 atoms, 8 active per token: every atom gets a decoder row (mean max cosine >= 0.95)."""
     data, result = _train_planted(steps=400)
-    assert data.mean_max_cosine(result.sae) >= 0.95
+    assert data.mean_max_cosine(result.sae.W_dec) >= 0.95
     stats = result.stats
     assert stats["tokens_seen"] == 400 * 512 and stats["steps"] == 400
     assert stats["l0"] == 8 and stats["dead_fraction"] == 0
@@ -64,15 +40,15 @@ VARIANTS = [{"multi_topk": True}, {"batch_topk": True}]
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_planted_dictionary_is_recovered_by_variants(variant):
     data, result = _train_planted(steps=800, **variant)
-    assert data.mean_max_cosine(result.sae) >= 0.95
+    assert data.mean_max_cosine(result.sae.W_dec) >= 0.95
 
 
 def test_planted_dictionary_is_recovered_with_layer_norm():
     """A layer-norm SAE learns the centred, renormalised atoms (measured: ~0.99 after 200 steps)."""
     data, result = _train_planted(steps=200, normalize_activations="layer_norm")
     untrained = TopKSAE(result.sae.cfg)  # random unit decoder rows: the score of learning nothing
-    assert data.mean_max_cosine(untrained, centred=True) < 0.6
-    assert data.mean_max_cosine(result.sae, centred=True) >= 0.97
+    assert data.mean_max_cosine(untrained.W_dec, centred=True) < 0.6
+    assert data.mean_max_cosine(result.sae.W_dec, centred=True) >= 0.97
     assert result.stats["l0"] == 8 and 0 < result.stats["fvu"] < 0.5
 
 
