@@ -9,14 +9,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 from fixtures.llm_server import LLMTestServer
-from reliability.crash import guarded_servers, leftover_files, wait_gone
+from reliability.crash import guarded_servers, leftover_files, run_argv, run_env, wait_gone
 
 from flows.store import Store
 from flows.store.schemas import table_schema
@@ -27,16 +26,11 @@ VOLATILE = ("run_id", "created_at", "started_at", "finished_at")
 
 
 def _argv(store: Path, base_url: str) -> list[str]:
-    return [sys.executable, "-m", "flows.cli.main", "run", "--store", str(store), "--max-contexts", "160",
-            "--layer", "2", "--n-latents", "512", "--k", "16", "--dead-tokens", "20000", "--train-tokens", "40000",
-            "--train-batch-size", "1024", "--max-latents", "24", "--explainer", "llm", "--llm-model", "fake",
-            "--llm-base-url", base_url, "--llm-max-concurrency", "1", "--chunk-latents", "4"]
+    return run_argv(store, base_url, train_tokens=40_000, max_latents=24)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # each subprocess: its own temporary server
-    return env
+    return run_env(tmp_path / "prefect-home")  # each subprocess: its own temporary server
 
 
 def _tables(store: Store) -> dict[str, pl.DataFrame]:

@@ -33,11 +33,12 @@ differ by design: the rerun's calls are cache hits)."""
 _DONE = re.compile(r"stage (\S+) done in ([0-9.]+) s")
 
 
-def run_argv(store: Path, base_url: str) -> list[str]:
+def run_argv(store: Path, base_url: str, train_tokens: int = 60_000, max_latents: int = 16) -> list[str]:
     """A small LLM run: every stage takes long enough to be hit, explain and score go chunk by chunk."""
     return [sys.executable, "-m", "flows.cli.main", "run", "--store", str(store), "--max-contexts", "160",
-            "--layer", "2", "--n-latents", "512", "--k", "16", "--dead-tokens", "20000", "--train-tokens", "60000",
-            "--train-batch-size", "1024", "--max-latents", "16", "--explainer", "llm", "--llm-model", "fake",
+            "--layer", "2", "--n-latents", "512", "--k", "16", "--dead-tokens", "20000",
+            "--train-tokens", str(train_tokens), "--train-batch-size", "1024", "--max-latents", str(max_latents),
+            "--explainer", "llm", "--llm-model", "fake",
             "--llm-base-url", base_url, "--llm-max-concurrency", "1", "--chunk-latents", "4"]
 
 
