@@ -33,9 +33,16 @@ differ by design: the rerun's calls are cache hits)."""
 _DONE = re.compile(r"stage (\S+) done in ([0-9.]+) s")
 
 
+CLI = Path(sys.executable).with_name("latent-atlas")
+"""The installed command, what users run. Not `python -m flows.cli.main`: under `-m`, CPython ends the
+process by SIGINT (returncode -2; a shell shows 130 for both) instead of with main's `exit(130)` when its
+interpreter-wide "unhandled Ctrl-C" flag was set on the way, even by a KeyboardInterrupt that was then
+handled (seen in 1 of ~20 Ctrl-C runs); a script's SystemExit exits with its code whatever that flag says."""
+
+
 def run_argv(store: Path, base_url: str, train_tokens: int = 60_000, max_latents: int = 16) -> list[str]:
     """A small LLM run: every stage takes long enough to be hit, explain and score go chunk by chunk."""
-    return [sys.executable, "-m", "flows.cli.main", "run", "--store", str(store), "--max-contexts", "160",
+    return [str(CLI), "run", "--store", str(store), "--max-contexts", "160",
             "--layer", "2", "--n-latents", "512", "--k", "16", "--dead-tokens", "20000",
             "--train-tokens", str(train_tokens), "--train-batch-size", "1024", "--max-latents", str(max_latents),
             "--explainer", "llm", "--llm-model", "fake",
