@@ -115,10 +115,14 @@ def _top_dead(pre: Tensor, dead_mask: Tensor, k_aux: int) -> tuple[Tensor, Tenso
 
 class _TopKEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, b_dec, W_enc, b_enc, k: int, dead_mask: Tensor | None, k_aux: int):
+    def forward(ctx, x, b_dec, W_enc, b_enc, k: int, dead_mask: Tensor | None, k_aux: int,
+                workspace: Tensor | None):
         # (x - b_dec) @ W_enc + b_enc without materialising x - b_dec: the one dense matmul
         # (addmm would first copy the broadcast bias into the output: slower on CPU than add_ after)
-        pre = torch.mm(x, W_enc)  # [batch, n_latents]; bf16 under autocast
+        if workspace is not None and workspace.dtype == x.dtype == W_enc.dtype:
+            pre = torch.mm(x, W_enc, out=workspace)  # [batch, n_latents], memory kept from the last step
+        else:
+            pre = torch.mm(x, W_enc)  # [batch, n_latents]; bf16 under autocast
         # cast the bias first: adding an fp32 vector into bf16 takes a slow mixed-dtype path on CPU
         pre.add_((b_enc - b_dec @ W_enc).to(pre.dtype))
         top = torch.topk(pre, k, dim=1, sorted=True)
@@ -148,20 +152,22 @@ class _TopKEncode(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             # S.T @ (x - b_dec) = S.T @ x - (S.T @ 1) b_dec, and S.T @ 1 is grad_b
             grad_W = scatter_outer(indices, grads, x, n_latents).addr_(grad_b, b_dec, alpha=-1).t()
-        return grad_x, grad_b_dec, grad_W, grad_b, None, None, None
+        return grad_x, grad_b_dec, grad_W, grad_b, None, None, None, None
 
 
 def topk_encode(
     x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int,
-    dead_mask: Tensor | None = None, k_aux: int = 0,
+    dead_mask: Tensor | None = None, k_aux: int = 0, workspace: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """TopK-then-ReLU encoder with a sparse backward.
 
     x [batch, d] (normalised), b_dec [d] (subtracted first), W_enc [d, n], b_enc [n], dead_mask [n] bool.
+    workspace: optional [batch, n] scratch for the dense pre-activations, overwritten (used when its dtype
+    is x's, i.e. not under bf16 autocast); see `TopKSAE.pre_workspace` for why.
     Returns values, indices [batch, k] (descending) and the AuxK code aux_values, aux_indices
     [batch, min(k_aux, n_dead)] (post-ReLU; width 0 when dead_mask is None or nothing is dead).
     """
-    return _TopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, k_aux)
+    return _TopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, k_aux, workspace)
 
 
 def dense_reference_decode(values: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:

@@ -67,6 +67,29 @@ class TopKSAE(nn.Module):
         self.register_buffer("tokens_since_fired", since_fired, persistent=False)
         self.dead_window = cfg.dead_tokens
         """Tokens without firing after which a latent is dead (AuxK); the trainer scales it to the run."""
+        self._workspace: Tensor | None = None
+
+    def pre_workspace(self, x: Tensor) -> Tensor | None:
+        """While training on CPU: a [batch, n_latents] scratch for the pre-activations, kept across steps.
+
+        Why: a fresh [4096, 4096] fp32 tensor is 64 MB, beyond glibc's mmap threshold, so every step maps new
+        pages and the kernel zeroes them on first touch: torch.mm into a fresh output took 111 ms vs 90 ms
+        into a reused one (n 4096; 455 vs 373 ms at n 16384; d 384, batch 4096, 2 cores). CUDA's caching
+        allocator already reuses memory, and pinning a buffer there would only raise the peak. Dropped on
+        .eval(), so a trained SAE holds no extra memory.
+        """
+        if not self.training or x.device.type != "cpu" or _cpu_autocast():
+            return None  # under autocast the matmul must be free to produce bf16
+        shape = (x.shape[0], self.cfg.n_latents)
+        ws = self._workspace
+        if ws is None or ws.shape != shape or ws.dtype != x.dtype:
+            ws = self._workspace = x.new_empty(shape)
+        return ws
+
+    def train(self, mode: bool = True) -> TopKSAE:
+        if not mode:
+            self._workspace = None
+        return super().train(mode)
 
     # --- normalisation -------------------------------------------------------------------------
     def normalize(self, x: Tensor) -> tuple[Tensor, NormStats]:
@@ -116,7 +139,7 @@ class TopKSAE(nn.Module):
         width = cfg.k_train if self.training else cfg.k
         values, indices, aux_values, aux_indices = topk_encode(
             x_n, self.b_dec, self.W_enc, self.b_enc, width,
-            self.dead_mask() if use_aux else None, cfg.k_aux_clamped,
+            self.dead_mask() if use_aux else None, cfg.k_aux_clamped, self.pre_workspace(x_n),
         )
         wide_values, wide_indices = values, indices
         if self.training and cfg.batch_topk:
@@ -156,6 +179,13 @@ class TopKSAE(nn.Module):
         if self.W_dec.grad is not None:
             along = torch.linalg.vecdot(self.W_dec.grad, self.W_dec)  # [n_latents]
             self.W_dec.grad.addcmul_(along.unsqueeze(1), self.W_dec, value=-1)
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 def batch_topk_mask(values: Tensor, k: int) -> Tensor:

@@ -119,3 +119,30 @@ def test_auxk_revives_dead_latents():
 def test_train_sae_rejects_empty_batches():
     with pytest.raises(ValueError, match="no batches"):
         train_sae(SAEConfig(d_in=4, n_latents=8, k=2), TrainConfig(progress=False), [], torch.randn(10, 4))
+
+
+def test_reused_pre_activation_workspace_trains_exactly_as_fresh_allocations(monkeypatch):
+    """The CPU workspace (TopKSAE.pre_workspace) is scratch: training with it gives bit-identical weights
+    and codes to training with a fresh [batch, n] tensor each step, with AuxK on, and .eval() frees it."""
+    data = Planted(d=16, n_atoms=64, active=4)
+    batches = [data.sample(128) for _ in range(6)]
+    runs = []
+    for reuse in (True, False):
+        torch.manual_seed(0)
+        sae = TopKSAE(SAEConfig(d_in=16, n_latents=64, k=4, normalize_activations="none", dead_tokens=200))
+        sae.train()
+        if not reuse:
+            monkeypatch.setattr(sae, "pre_workspace", lambda x: None)
+        cfg = TrainConfig(tokens=6 * 128, batch_size=128, lr=1e-2, progress=False)
+        optimizer = make_optimizer(sae, cfg)
+        sae.tokens_since_fired[:16] = 10**6  # dead from the start: AuxK takes part
+        outs = [training_step(sae, optimizer, x, cfg) for x in batches]
+        assert (sae._workspace is not None) == reuse
+        assert outs[0].aux_loss > 0
+        runs.append((sae, [out.indices for out in outs]))
+    (reused, codes_a), (fresh, codes_b) = runs
+    assert all(torch.equal(a, b) for a, b in zip(codes_a, codes_b, strict=True))
+    for name, param in reused.named_parameters():
+        assert torch.equal(param, dict(fresh.named_parameters())[name]), name
+    reused.eval()
+    assert reused._workspace is None
