@@ -14,12 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NormalizeActivations = Literal["none", "layer_norm"]
 
-LR_BASE = 8e-4
-"""Peak lr at n_latents 2**14 (4x Gao et al.'s 2e-4), scaled by 1/sqrt(n / 2**14), with warm-up and decay.
-Why (benchmarks/README.md, "Convergence"): on the default run's activations (MiniLM block 3, n 4096, k 32,
-2M tokens) held-out FVU is 0.134 at Gao's lr and 0.096 at 4x with this schedule, no dead latents; the
-issue measured 8x at 0.083 but with 12-17% of latents never firing. On planted dictionaries 4x matches
-or beats SAELens at equal steps (n 512, batch 1024 and 4096)."""
+LR_BASE = 1.6e-3
+"""Peak lr at n_latents 2**14 (8x Gao et al.'s 2e-4), scaled by 1/sqrt(n / 2**14), with warm-up and decay.
+Why (benchmarks/README.md, "Training convergence"): on the default run's activations (MiniLM block 3,
+n 4096, k 32, 2M tokens) held-out FVU is 0.134 at Gao's lr, 0.095 at 4x and 0.085 at 8x with this schedule
+(0.2% of latents dead on held-out tokens at 8x); on the issue's planted case (512 atoms in d 64, layer norm,
+147 steps of 4096) mean max cosine is 0.81 at 4x, 0.92 at 8x, 0.93 at 16x."""
 
 
 class SAEOptions(BaseModel):
