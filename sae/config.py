@@ -18,8 +18,8 @@ LR_BASE = 1.6e-3
 """Peak lr at n_latents 2**14 (8x Gao et al.'s 2e-4), scaled by 1/sqrt(n / 2**14), with warm-up and decay.
 Why (benchmarks/README.md, "Training convergence"): on the default run's activations (MiniLM block 3,
 n 4096, k 32, 2M tokens) held-out FVU is 0.134 at Gao's lr, 0.095 at 4x and 0.085 at 8x with this schedule
-(0.2% of latents dead on held-out tokens at 8x); on the issue's planted case (512 atoms in d 64, layer norm,
-147 steps of 4096) mean max cosine is 0.81 at 4x, 0.92 at 8x, 0.93 at 16x."""
+(0.2-0.4% of latents silent on held-out tokens at 8x, none in training); on the issue's planted case
+(512 atoms in d 64, layer norm, 147 steps of 4096) mean max cosine is 0.81 at 4x, 0.92 at 8x, 0.93 at 16x."""
 
 
 class SAEOptions(BaseModel):
