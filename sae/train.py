@@ -180,8 +180,9 @@ def _init_state(sae_cfg: SAEConfig, cfg: TrainConfig, init_sample: Tensor) -> _S
 
 def _hash(sae_cfg: SAEConfig, cfg: TrainConfig) -> str:
     """Hash of every setting that shapes the trained SAE: a checkpoint of other settings is never resumed."""
-    payload = {"sae": sae_cfg.model_dump(mode="json"),
-               "train": cfg.model_dump(mode="json", exclude={"log_every", "progress", "checkpoint_every"})}
+    train = cfg.model_dump(mode="json", exclude={"log_every", "progress", "checkpoint_every"})
+    train["lr"] = cfg.resolved_lr(sae_cfg.n_latents)  # the default is a formula whose constant may change
+    payload = {"sae": sae_cfg.model_dump(mode="json"), "train": train}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

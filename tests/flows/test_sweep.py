@@ -21,14 +21,14 @@ def test_sweep_trains_the_grid_fits_and_plots(prefect_server, planted_file, tmp_
 
     store = tmp_path / "store"
     args = ["sweep", "--activations", str(planted_file), "--n-latents", "32,64,128", "--k", "2,4",
-            "--train-tokens", "6000", "--train-batch-size", "500", "--store", str(store)]
+            "--train-tokens", "30000", "--train-batch-size", "500", "--store", str(store)]
     assert main(args) == 0
     out = capsys.readouterr().out
     metrics = Store(store).read("sae_metrics")
     assert metrics.height == 6 and sorted(zip(metrics["n_latents"], metrics["k"], strict=True)) == [
         (n, k) for n in (32, 64, 128) for k in (2, 4)]
     assert metrics["fvu_heldout"].is_between(0, 1).all() and (metrics["heldout_tokens"] == 1200).all()
-    assert (metrics["tokens"] == 6000).all() and (~metrics["fvu_above_one"]).all()
+    assert (metrics["tokens"] == 30000).all() and (~metrics["fvu_above_one"]).all()
     fits = Store(store).read("sae_fits")
     assert sorted(fits["fit"]) == ["frontier", "joint_nk"]
     joint = json.loads(fits.filter(pl.col("fit") == "joint_nk")["coefficients"][0])
