@@ -119,11 +119,11 @@ def test_dead_latents_get_gradient_only_from_auxk():
 def test_auxk_step_makes_dead_latents_reconstruct_the_residual_better():
     """A small step along the AuxK gradient of the dead latents' decoder rows lowers the AuxK loss."""
     sae, x = _half_dead(1 / 32)
-    aux_before = float(sae(x).aux_loss)
     with torch.no_grad():
+        aux_before = float(sae(x).aux_loss)
         sae.W_dec[128:] -= 0.5 * sae.W_dec.grad[128:] / sae.W_dec.grad[128:].norm()
         sae.normalize_decoder_rows()
-    assert float(sae(x).aux_loss) < aux_before
+        assert float(sae(x).aux_loss) < aux_before
 
 
 def test_train_sae_rejects_empty_batches():
