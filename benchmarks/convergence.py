@@ -4,9 +4,9 @@ Data: `tests/fixtures/planted_dictionary.py` (n unit atoms in d_in 64, 8 active 
 magnitudes), the same seeded stream for every trainer. After `tokens` tokens at each batch size we report
 the mean max cosine of the atoms with the decoder rows (1 = dictionary recovered) and the FVU on fresh
 held-out tokens. Trainers, all with no input normalisation (SAELens's TopK default) and AuxK on:
-- ours-default: `sae.train.train_sae` with TrainConfig's defaults (peak lr LR_BASE / sqrt(n / 2^14),
-  5% warm-up, linear decay over the last 20%);
-- ours-gao: ours at Gao et al.'s lr 2e-4 / sqrt(n / 2^14), constant (the previous default);
+- ours-default: `sae.train.train_sae` with TrainConfig's defaults (peak lr
+  LR_BASE / sqrt(n / 2^14) / sqrt(d_in / 384), no warm-up, linear decay over the last 20%);
+- ours-gao: ours at Gao et al.'s lr 2e-4 / sqrt(n / 2^14), constant (the first build's default);
 - saelens: `TopKTrainingSAE` + Adam at ours-default's peak lr, constant (its trainer's default schedule),
   grad-norm clipping 1.0 as its SAETrainer, dead mask after the same window as ours.
 
@@ -86,8 +86,8 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f}; tokens {args.tokens}; d_in {D_IN}, {ACTIVE} active")
     print("| n | batch | steps | trainer | lr | mean max cos | held-out FVU | s |\n|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
-        peak = TrainConfig().resolved_lr(n)
-        gao = 2e-4 / (n / 2**14) ** 0.5
+        peak = TrainConfig().resolved_lr(n, D_IN)
+        gao = 2e-4 / (n / 2**14) ** 0.5  # Gao et al. give no d_in term
         for batch in args.batches:
             steps = -(-args.tokens // batch)
             for name in ("ours-default", "ours-gao", "saelens"):

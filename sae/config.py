@@ -15,11 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 NormalizeActivations = Literal["none", "layer_norm"]
 
 LR_BASE = 1.6e-3
-"""Peak lr at n_latents 2**14 (8x Gao et al.'s 2e-4), scaled by 1/sqrt(n / 2**14), with warm-up and decay.
-Why (benchmarks/README.md, "Training convergence"): on the default run's activations (MiniLM block 3,
-n 4096, k 32, 2M tokens) held-out FVU is 0.134 at Gao's lr, 0.095 at 4x and 0.085 at 8x with this schedule
-(0.2-0.4% of latents silent on held-out tokens at 8x, none in training); on the issue's planted case
-(512 atoms in d 64, layer norm, 147 steps of 4096) mean max cosine is 0.81 at 4x, 0.92 at 8x, 0.93 at 16x."""
+"""Peak lr at n_latents 2**14 and d_in LR_BASE_D_IN (8x Gao et al.'s 2e-4), scaled by 1/sqrt(n / 2**14) and
+1/sqrt(d_in / LR_BASE_D_IN). Why (benchmarks/README.md, "Training convergence"): on the default run's
+activations (MiniLM block 3, d_in 384, n 4096, k 32, 2M tokens) held-out FVU is 0.134 at Gao's lr, 0.095 at
+4x and 0.085 at 8x with warm-up and decay, 0.086 at 16x constant (11% of latents silent), 0.083 at 8x with decay
+only (the default schedule); the d_in term because Adam moves every weight by about
+lr per step, so a unit decoder row turns by about lr * sqrt(d_in): on planted dictionaries in d_in 64 the
+best lr is 2.5-3.5x the d_in-384 one (mean max cosine at n 2048, 147 steps: 0.63 at 1x, 0.85 at 2.45x)."""
+
+LR_BASE_D_IN = 384
+"""Input width at which LR_BASE was measured."""
 
 
 class SAEOptions(BaseModel):
@@ -79,9 +84,9 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(default=4096, gt=0)
     """Tokens per optimiser step (informational: the batches iterable decides the real size)."""
     lr: float | None = Field(default=None, gt=0)
-    """Peak Adam learning rate; None means LR_BASE / sqrt(n_latents / 2**14) (see resolved_lr)."""
-    warmup_frac: float = Field(default=0.05, ge=0, lt=1)
-    """Linear learning-rate warm-up over this fraction of the training steps."""
+    """Peak Adam learning rate; None: LR_BASE / sqrt(n_latents / 2**14) / sqrt(d_in / 384) (see resolved_lr)."""
+    warmup_frac: float = Field(default=0.0, ge=0, lt=1)
+    """Linear learning-rate warm-up over this fraction of the training steps (off: measured no help)."""
     decay_frac: float = Field(default=0.2, ge=0, le=1)
     """Linear decay of the learning rate to 0 over this final fraction of the training steps."""
     dead_window_frac: float = Field(default=0.05, gt=0, le=1)
@@ -111,9 +116,11 @@ class TrainConfig(BaseModel):
     progress: bool = True
     """Show a tqdm progress bar (in tokens)."""
 
-    def resolved_lr(self, n_latents: int) -> float:
-        """The peak learning rate actually used for a dictionary of n_latents."""
-        return self.lr if self.lr is not None else LR_BASE / math.sqrt(n_latents / 2**14)
+    def resolved_lr(self, n_latents: int, d_in: int) -> float:
+        """The peak learning rate actually used for a dictionary of n_latents over inputs of width d_in."""
+        if self.lr is not None:
+            return self.lr
+        return LR_BASE / math.sqrt(n_latents / 2**14) / math.sqrt(d_in / LR_BASE_D_IN)
 
     def lr_factor(self, step: int, total_steps: int) -> float:
         """Multiplier of the peak lr at optimiser step `step` (0-based) of `total_steps`: warm-up, flat, decay."""

@@ -1,4 +1,4 @@
-"""Training loop for TopKSAE: Adam with warm-up and decay, unit-norm decoder rows, dead latents, EMA.
+"""Training loop for TopKSAE: Adam with optional warm-up and decay, unit-norm decoder rows, dead latents, EMA.
 
 One step (training_step): forward (TopK, AuxK, Multi-TopK losses) -> backward through the sparse
 kernels -> drop the gradient component parallel to each decoder row -> optional clipping -> Adam ->
@@ -48,7 +48,7 @@ class TrainResult:
 
 def make_optimizer(sae: TopKSAE, cfg: TrainConfig) -> torch.optim.Adam:
     """Adam with the paper's settings; the fused kernel when this torch and device support it."""
-    kwargs = dict(lr=cfg.resolved_lr(sae.cfg.n_latents), betas=cfg.betas, eps=cfg.eps)
+    kwargs = dict(lr=cfg.resolved_lr(sae.cfg.n_latents, sae.cfg.d_in), betas=cfg.betas, eps=cfg.eps)
     try:
         return torch.optim.Adam(sae.parameters(), fused=True, **kwargs)
     except (RuntimeError, TypeError):
@@ -181,7 +181,7 @@ def _init_state(sae_cfg: SAEConfig, cfg: TrainConfig, init_sample: Tensor) -> _S
 def _hash(sae_cfg: SAEConfig, cfg: TrainConfig) -> str:
     """Hash of every setting that shapes the trained SAE: a checkpoint of other settings is never resumed."""
     train = cfg.model_dump(mode="json", exclude={"log_every", "progress", "checkpoint_every"})
-    train["lr"] = cfg.resolved_lr(sae_cfg.n_latents)  # the default is a formula whose constant may change
+    train["lr"] = cfg.resolved_lr(sae_cfg.n_latents, sae_cfg.d_in)  # the default is a formula whose constant may change
     payload = {"sae": sae_cfg.model_dump(mode="json"), "train": train}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -240,6 +240,6 @@ def _finish(st: _State, sae_cfg: SAEConfig, train_cfg: TrainConfig) -> TrainResu
         _load_ema(st.sae, st.ema)
     stats = st.window.summary() if st.window.steps else st.last
     stats.update(dead_fraction=_dead_fraction(st.sae, st.tokens_seen), tokens_seen=st.tokens_seen, steps=st.step,
-                 lr=train_cfg.resolved_lr(sae_cfg.n_latents), dead_window=st.sae.dead_window)
+                 lr=train_cfg.resolved_lr(sae_cfg.n_latents, sae_cfg.d_in), dead_window=st.sae.dead_window)
     logger.info("trained SAE: %s", stats)
     return TrainResult(st.sae.eval(), stats)

@@ -34,7 +34,8 @@ def run_sae_id(cfg: RunConfig, data: DataRef) -> str:
         from sae.formats import sae_fingerprint
 
         fingerprint = sae_fingerprint(cfg.sae_path)
-    return sae_id(cfg, data.dataset_id, data.model_type, data.model_fingerprint, data.layer, fingerprint)
+    return sae_id(cfg, data.dataset_id, data.model_type, data.model_fingerprint, data.layer, data.d_model,
+                  fingerprint)
 
 
 def heldout_contexts(cfg: RunConfig, n_contexts: int) -> int:

@@ -58,7 +58,7 @@ def activations_id(dataset: str, model_type: str, model_fingerprint: str, layer:
     return f"{dataset}-{slug(model_type)}-L{layer}-{stable_hash({'model': model_fingerprint}, 6)}"
 
 
-def sae_id(cfg: RunConfig, dataset: str, model_type: str, model_fingerprint: str, layer: int,
+def sae_id(cfg: RunConfig, dataset: str, model_type: str, model_fingerprint: str, layer: int, d_in: int,
            sae_fingerprint: str = "") -> str:
     """A trained SAE is named by everything that shaped it; a loaded one by its content.
 
@@ -71,8 +71,8 @@ def sae_id(cfg: RunConfig, dataset: str, model_type: str, model_fingerprint: str
         key["sae"] = sae_fingerprint
         return f"loaded-{slug(model_type)}-L{layer}-{stable_hash(key, 8)}"
     train = key_fields(cfg, "train")
-    # lr None means a formula whose constant (sae.config.LR_BASE) may change between releases: key the value
-    train["lr"] = cfg.train.resolved_lr(cfg.sae.n_latents)
+    # lr None means a formula whose constants (sae.config.LR_BASE...) may change between releases: key the value
+    train["lr"] = cfg.train.resolved_lr(cfg.sae.n_latents, d_in)
     key.update(sae=key_fields(cfg, "sae"), train=train, stream=cfg.data.stream_activations)
     return f"{slug(model_type)}-L{layer}-n{cfg.sae.n_latents}-k{cfg.sae.k}-{stable_hash(key, 8)}"
 

@@ -141,16 +141,18 @@ def test_a_dataset_scores_the_same_whether_first_or_second_in_a_store(corpus_run
 
 
 def test_the_default_learning_rate_is_keyed_by_its_value(monkeypatch):
-    """lr None is a formula (LR_BASE / sqrt(n / 2^14)): a release that changes LR_BASE must not reuse SAEs
-    trained at the old value, and an explicit lr equal to the formula's is the same SAE."""
+    """lr None is a formula (LR_BASE / sqrt(n / 2^14) / sqrt(d_in / 384)): a release that changes LR_BASE must
+    not reuse SAEs trained at the old value, an explicit lr equal to the formula's is the same SAE, and the
+    input width the formula reads is keyed."""
     import sae.config
     from flows.store.ids import sae_id
 
     cfg = RunConfig()
-    args = ("data", "bert", "fp", 3)
+    args = ("data", "bert", "fp", 3, 384)
     default = sae_id(cfg, *args)
     explicit = cfg.model_copy(update={"train": cfg.train.model_copy(
-        update={"lr": cfg.train.resolved_lr(cfg.sae.n_latents)})})
+        update={"lr": cfg.train.resolved_lr(cfg.sae.n_latents, 384)})})
     assert sae_id(explicit, *args) == default
     monkeypatch.setattr(sae.config, "LR_BASE", sae.config.LR_BASE * 2)
     assert sae_id(cfg, *args) != default
+    assert sae_id(cfg, "data", "bert", "fp", 3, 768) != sae_id(cfg, "data", "bert", "fp", 3, 1536)

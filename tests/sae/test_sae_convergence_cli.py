@@ -1,7 +1,7 @@
 """The planted convergence case of issue 13 through the CLI: 512 unit atoms in d 64, 8 active per token.
 
 `latent-atlas train-sae --n-latents 512 --k 8 --train-tokens 600000 --train-batch-size 4096` (147 steps, the
-default learning rate, warm-up and decay) must recover the dictionary: mean max cosine >= 0.90.
+default learning rate and decay) must recover the dictionary: mean max cosine >= 0.90.
 """
 
 import numpy as np

@@ -138,11 +138,12 @@ def test_metrics_known_answers():
 
 
 def test_configs_validate_and_scale_the_learning_rate():
-    from sae.config import LR_BASE
+    from sae.config import LR_BASE, LR_BASE_D_IN
 
-    assert TrainConfig().resolved_lr(2**14) == pytest.approx(LR_BASE)
-    assert TrainConfig().resolved_lr(2**12) == pytest.approx(2 * LR_BASE)
-    assert TrainConfig(lr=1e-3).resolved_lr(2**12) == 1e-3
+    assert TrainConfig().resolved_lr(2**14, LR_BASE_D_IN) == pytest.approx(LR_BASE)
+    assert TrainConfig().resolved_lr(2**12, LR_BASE_D_IN) == pytest.approx(2 * LR_BASE)
+    assert TrainConfig().resolved_lr(2**14, 4 * LR_BASE_D_IN) == pytest.approx(LR_BASE / 2)
+    assert TrainConfig(lr=1e-3).resolved_lr(2**12, 64) == 1e-3
     assert SAEConfig(d_in=4, n_latents=8, k=2).k_aux_clamped == 8
     with pytest.raises(ValueError):
         SAEConfig(d_in=4, n_latents=8, k=9)
