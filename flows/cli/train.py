@@ -63,11 +63,13 @@ def train_sae_command(args: argparse.Namespace) -> int:
                        checkpoint=checkpoint)
     stats = dict(result.stats)
     if cut < len(acts):
-        held = heldout_metrics(result.sae, acts[cut : cut + cfg.sae_eval.max_tokens])
-        stats.update(fvu_heldout=held["fvu_heldout"], dead_frac_heldout=held["dead_frac"], heldout_rows=cut)
+        end = min(len(acts), cut + cfg.sae_eval.max_tokens)
+        held = heldout_metrics(result.sae, acts[cut:end])
+        # "start-end", as sae_metrics.heldout_rows
+        stats.update(fvu_heldout=held["fvu_heldout"], dead_frac_heldout=held["dead_frac"], heldout_rows=f"{cut}-{end}")
     save_sae(result.sae, out, metadata={"activations": str(path.resolve()), **lineage}, training_stats=stats)
     remove_checkpoint(checkpoint)
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in stats.items() if isinstance(v, int | float))
+    shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, int | float) else f"{k} {v}" for k, v in stats.items())
     source = f" (model {lineage['model']}, layer {lineage['layer']})" if lineage else ""
     warning = ("\nWARNING: held-out FVU > 1: the SAE reconstructs worse than the mean"
                if stats.get("fvu_heldout", 0) > 1 else "")

@@ -39,6 +39,6 @@ def test_planted_dictionary_is_recovered_through_the_cli(tmp_path, capsys):
     cosine = data.mean_max_cosine(sae.W_dec, centred=True)  # the CLI's default layer-norm SAE sees centred atoms
     assert cosine >= 0.90, cosine
     printed = capsys.readouterr().out
-    assert "fvu_heldout" in printed and "steps 147" in printed
+    assert "fvu_heldout" in printed and "steps 147" in printed and "heldout_rows 180000-200000" in printed
     assert not (tmp_path / ".sae.checkpoint.pt").exists()  # removed once the SAE is saved
     assert np.isfinite(cosine)
