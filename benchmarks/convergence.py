@@ -5,8 +5,10 @@ magnitudes), the same seeded stream for every trainer. After `tokens` tokens at 
 the mean max cosine of the atoms with the decoder rows (1 = dictionary recovered) and the FVU on fresh
 held-out tokens. Trainers, all with no input normalisation (SAELens's TopK default) and AuxK on:
 - ours-default: `sae.train.train_sae` with TrainConfig's defaults (peak lr
-  LR_BASE / sqrt(n / 2^14) / sqrt(d_in / 384), no warm-up, linear decay over the last 20%);
-- ours-gao: ours at Gao et al.'s lr 2e-4 / sqrt(n / 2^14), constant (the first build's default);
+  LR_BASE / sqrt(n / 2^14) / sqrt(d_in / 384), the decoder at DECODER_LR_SCALE times it, no warm-up,
+  linear decay over the last 20%);
+- ours-gao: ours at Gao et al.'s lr 2e-4 / sqrt(n / 2^14) for every weight, constant (the first build's
+  default);
 - saelens: `TopKTrainingSAE` + Adam at ours-default's peak lr, constant (its trainer's default schedule),
   grad-norm clipping 1.0 as its SAETrainer, dead mask after the same window as ours.
 
@@ -28,11 +30,12 @@ from sae.metrics import FVUAccumulator
 from sae.train import dead_window, train_sae
 
 D_IN, ACTIVE = 64, 8
+TRAINERS = ("ours-default", "ours-gao", "saelens")
 
 
-def ours(data: PlantedDictionary, n: int, batch: int, tokens: int, lr: float | None, schedule: bool):
+def ours(data: PlantedDictionary, n: int, batch: int, tokens: int, lr: float | None, defaults: bool):
     cfg = SAEConfig(d_in=D_IN, n_latents=n, k=ACTIVE, normalize_activations="none")
-    extra = {} if schedule else {"warmup_frac": 0.0, "decay_frac": 0.0}
+    extra = {} if defaults else {"warmup_frac": 0.0, "decay_frac": 0.0, "decoder_lr_scale": 1.0}
     train = TrainConfig(tokens=tokens, batch_size=batch, lr=lr, progress=False, log_every=10**9, **extra)
     sae = train_sae(cfg, train, data.batches(batch), data.sample(16_384)).sae
     return sae.W_dec.detach(), lambda x: sae(x).x_hat
@@ -80,6 +83,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--tokens", type=int, default=600_000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS,
+                        help="which rows to (re)measure; saelens needs sae-lens installed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -90,7 +95,7 @@ def main() -> None:
         gao = 2e-4 / (n / 2**14) ** 0.5  # Gao et al. give no d_in term
         for batch in args.batches:
             steps = -(-args.tokens // batch)
-            for name in ("ours-default", "ours-gao", "saelens"):
+            for name in args.trainers:
                 data = PlantedDictionary(D_IN, n, ACTIVE, seed=0)
                 start = time.perf_counter()
                 if name == "saelens":

@@ -43,16 +43,21 @@ class TrainResult:
 
     sae: TopKSAE
     stats: dict[str, float] = field(default_factory=dict)
-    """fvu, nmse, l0 (raw space, over the last log window), dead_fraction, tokens_seen, steps, loss, lr."""
+    """fvu, nmse, l0 (raw space, over the last log window), dead_fraction, tokens_seen, steps, loss, lr (peak),
+    decoder_lr (W_dec's peak), dead_window."""
 
 
 def make_optimizer(sae: TopKSAE, cfg: TrainConfig) -> torch.optim.Adam:
-    """Adam with the paper's settings; the fused kernel when this torch and device support it."""
-    kwargs = dict(lr=cfg.resolved_lr(sae.cfg.n_latents, sae.cfg.d_in), betas=cfg.betas, eps=cfg.eps)
+    """Adam with the paper's settings, W_dec at decoder_lr_scale times the peak lr; the fused kernel when
+    this torch and device support it."""
+    lr = cfg.resolved_lr(sae.cfg.n_latents, sae.cfg.d_in)
+    groups = [{"params": [sae.W_dec], "lr": lr * cfg.decoder_lr_scale},
+              {"params": [p for name, p in sae.named_parameters() if name != "W_dec"], "lr": lr}]
+    kwargs = dict(lr=lr, betas=cfg.betas, eps=cfg.eps)
     try:
-        return torch.optim.Adam(sae.parameters(), fused=True, **kwargs)
+        return torch.optim.Adam(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(sae.parameters(), **kwargs)
+        return torch.optim.Adam(groups, **kwargs)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
@@ -239,7 +244,8 @@ def _finish(st: _State, sae_cfg: SAEConfig, train_cfg: TrainConfig) -> TrainResu
     if st.ema is not None:
         _load_ema(st.sae, st.ema)
     stats = st.window.summary() if st.window.steps else st.last
+    lr = train_cfg.resolved_lr(sae_cfg.n_latents, sae_cfg.d_in)
     stats.update(dead_fraction=_dead_fraction(st.sae, st.tokens_seen), tokens_seen=st.tokens_seen, steps=st.step,
-                 lr=train_cfg.resolved_lr(sae_cfg.n_latents, sae_cfg.d_in), dead_window=st.sae.dead_window)
+                 lr=lr, decoder_lr=lr * train_cfg.decoder_lr_scale, dead_window=st.sae.dead_window)
     logger.info("trained SAE: %s", stats)
     return TrainResult(st.sae.eval(), stats)

@@ -196,10 +196,10 @@ class Store:
         return scan_parts(parts)
 
     def read(self, table: str) -> pl.DataFrame:
-        """Whole table as a DataFrame; an empty frame when the table has no parts yet. A part that cannot
-        be decoded is named in a StoreError."""
+        """Whole table as a DataFrame; with no parts yet, an empty frame with the table's declared columns
+        (so `.filter(pl.col(...))` on it works). A part that cannot be decoded is named in a StoreError."""
         if not self.has(table):
-            return pl.DataFrame()
+            return table_schema(table).empty()
         try:
             return self.scan(table).collect()
         except pl.exceptions.PolarsError:

@@ -12,7 +12,7 @@ import pytest
 from flows.cli.main import main
 from flows.config import NOT_IN_KEY, RunConfig
 from flows.store import Store
-from flows.store.ids import ctx_id_base, explain_key, sample_key, score_key, stats_key
+from flows.store.ids import ctx_id_base, explain_key, sae_id, sample_key, score_key, stats_key
 
 TINY_FLAGS = ["--max-contexts", "160", "--layer", "2", "--n-latents", "512", "--k", "16", "--dead-tokens", "20000",
               "--train-tokens", "40000", "--train-batch-size", "1024", "--max-latents", "60"]
@@ -24,11 +24,16 @@ STAGE_TABLES = ("examples", "explanations", "simulations", "scores")
 
 def test_every_key_field_changes_its_key_and_speed_settings_do_not():
     base = RunConfig()
-    for group, keyfn in (("stats", stats_key), ("sampling", sample_key)):
+
+    def trained_sae_id(cfg: RunConfig) -> str:
+        return sae_id(cfg, "pydoc", "bert", "weights-hash", 3, 384)
+
+    for group, keyfn in (("stats", stats_key), ("sampling", sample_key), ("train", trained_sae_id)):
         for name, value in getattr(base, group).model_dump().items():
             if name == "seed" or not isinstance(value, int | float) or isinstance(value, bool):
                 continue
-            changed = base.model_copy(update={group: getattr(base, group).model_copy(update={name: value + 1})})
+            bumped = (value / 2 or 0.01) if isinstance(value, float) else value + 1  # fractions stay below 1
+            changed = base.model_copy(update={group: getattr(base, group).model_copy(update={name: bumped})})
             same = keyfn(changed) == keyfn(base)
             assert same == (name in NOT_IN_KEY.get(group, ())), (group, name)
     # a stats setting also changes the sample key (examples depend on which latents qualify)

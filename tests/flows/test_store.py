@@ -83,7 +83,11 @@ def test_an_old_part_without_a_new_column_reads_with_nulls_beside_a_full_part(tm
 def test_empty_frames_write_nothing_and_unknown_tables_are_refused(tmp_path):
     store = Store(tmp_path)
     assert store.append("scores", pl.DataFrame({"latent": []})) is None
-    assert store.read("scores").is_empty()
+    empty = store.read("scores")
+    assert empty.is_empty() and empty.schema == table_schema("scores").schema  # declared columns, no rows
+    assert empty.filter(pl.col("latent") == 1).is_empty()
+    with pytest.raises(ValueError, match="unknown table"):
+        store.read("nope")
     with pytest.raises(ValueError, match="unknown table"):
         store.append("nope", pl.DataFrame({"a": [1]}))
 

@@ -149,3 +149,19 @@ def test_configs_validate_and_scale_the_learning_rate():
         SAEConfig(d_in=4, n_latents=8, k=9)
     with pytest.raises(ValueError):
         SAEConfig(d_in=4, n_latents=8, k=2, normalize_activations="constant_norm_rescale")
+
+
+def test_the_decoder_learns_at_its_own_multiple_of_the_scheduled_lr():
+    from sae.train import make_optimizer, make_scheduler
+
+    sae = TopKSAE(SAEConfig(d_in=4, n_latents=8, k=2))
+    cfg = TrainConfig(lr=1e-3, decoder_lr_scale=3.0, tokens=10, batch_size=1, decay_frac=0.5)
+    opt = make_optimizer(sae, cfg)
+    grouped = [[id(p) for p in g["params"]] for g in opt.param_groups]
+    assert grouped[0] == [id(sae.W_dec)]
+    assert sorted(grouped[0] + grouped[1]) == sorted(id(p) for p in sae.parameters())  # each exactly once
+    sched = make_scheduler(opt, cfg)
+    for _ in range(7):  # into the decay (steps 5-9): factor (10 - 7) / 5
+        opt.step()
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([3e-3 * 0.6, 1e-3 * 0.6])
