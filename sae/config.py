@@ -135,6 +135,11 @@ class TrainConfig(BaseModel):
             return self.lr
         return LR_BASE / math.sqrt(n_latents / 2**14) / math.sqrt(d_in / LR_BASE_D_IN)
 
+    def with_resolved_lr(self, n_latents: int, d_in: int) -> TrainConfig:
+        """This config with `lr` set to resolved_lr: what keys a stored SAE or a checkpoint, since the
+        default is a formula whose constants (LR_BASE, ...) may change between releases."""
+        return self.model_copy(update={"lr": self.resolved_lr(n_latents, d_in)})
+
     def lr_factor(self, step: int, total_steps: int) -> float:
         """Multiplier of the peak lr at optimiser step `step` (0-based) of `total_steps`: warm-up, flat, decay."""
         total = max(total_steps, 1)

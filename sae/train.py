@@ -185,8 +185,8 @@ def _init_state(sae_cfg: SAEConfig, cfg: TrainConfig, init_sample: Tensor) -> _S
 
 def _hash(sae_cfg: SAEConfig, cfg: TrainConfig) -> str:
     """Hash of every setting that shapes the trained SAE: a checkpoint of other settings is never resumed."""
-    train = cfg.model_dump(mode="json", exclude={"log_every", "progress", "checkpoint_every"})
-    train["lr"] = cfg.resolved_lr(sae_cfg.n_latents, sae_cfg.d_in)  # the default is a formula whose constant may change
+    train = cfg.with_resolved_lr(sae_cfg.n_latents, sae_cfg.d_in).model_dump(
+        mode="json", exclude={"log_every", "progress", "checkpoint_every"})
     payload = {"sae": sae_cfg.model_dump(mode="json"), "train": train}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

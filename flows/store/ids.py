@@ -70,9 +70,7 @@ def sae_id(cfg: RunConfig, dataset: str, model_type: str, model_fingerprint: str
     if cfg.sae_path:
         key["sae"] = sae_fingerprint
         return f"loaded-{slug(model_type)}-L{layer}-{stable_hash(key, 8)}"
-    train = key_fields(cfg, "train")
-    # lr None means a formula whose constants (sae.config.LR_BASE...) may change between releases: key the value
-    train["lr"] = cfg.train.resolved_lr(cfg.sae.n_latents, d_in)
+    train = key_fields(cfg.model_copy(update={"train": cfg.train.with_resolved_lr(cfg.sae.n_latents, d_in)}), "train")
     key.update(sae=key_fields(cfg, "sae"), train=train, stream=cfg.data.stream_activations)
     return f"{slug(model_type)}-L{layer}-n{cfg.sae.n_latents}-k{cfg.sae.k}-{stable_hash(key, 8)}"
 
